@@ -1,0 +1,9 @@
+"""course_lib — the companion package of the diffusion course.
+
+One concept per module (see DESIGN.md): ``settings``, ``schedules``, ``forward``, ``models``,
+``training``, ``checkpoints``, ``samplers``, ``guidance``, ``data``, ``metrics``, ``viz``,
+``widgets``, ``sweep``. Import what a chapter needs from its module, e.g.
+``from course_lib.schedules import make_schedule``.
+"""
+
+__version__ = "0.1.0"

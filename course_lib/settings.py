@@ -1,0 +1,170 @@
+"""Profiles, device choice, seeding and parameter validation (used by every chapter).
+
+A *profile* says how much compute a run may spend (see DESIGN.md, "Profiles"):
+
+- ``smoke``: seconds per notebook; tiny models; only proves the code runs (CI).
+- ``cpu``: a laptop or a 2-core machine, each notebook within about ten minutes.
+- ``gpu``: full quality on one GPU.
+- ``auto``: ``gpu`` when a CUDA or MPS device is present, else ``cpu``.
+
+The environment variable ``COURSE_PROFILE``, when set, overrides the parameter.
+
+Every notebook's validation cell calls :func:`setup` (and, for its own parameters, the
+``check_*`` helpers). Each helper raises :class:`ValueError` naming the parameter and what
+is allowed, so a typo fails in the first cells and not deep inside torch.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence, TypeVar, get_args
+
+import numpy as np
+import torch
+
+Profile = Literal["smoke", "cpu", "gpu", "auto"]
+ResolvedProfile = Literal["smoke", "cpu", "gpu"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+
+PROFILES: tuple[str, ...] = get_args(Profile)
+DEVICES: tuple[str, ...] = get_args(DeviceName)
+PROFILE_ENV = "COURSE_PROFILE"
+
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------- validation
+def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``allowed``; else raise ValueError naming ``name``."""
+    if not isinstance(value, str) or value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        hint = _closest(value, allowed)
+        raise ValueError(
+            f"{name}={value!r} is not allowed; choose one of: {options}" + (f" (did you mean {hint!r}?)" if hint else "")
+        )
+    return value
+
+
+def check_int(name: str, value: Any, *, min_value: int | None = None, max_value: int | None = None) -> int:
+    """Return ``value`` if it is an int (not a bool) within the bounds; else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    _check_bounds(name, int(value), min_value, max_value)
+    return int(value)
+
+
+def check_float(name: str, value: Any, *, min_value: float | None = None, max_value: float | None = None) -> float:
+    """Return ``value`` as float if it is a real number within the bounds; else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not np.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    _check_bounds(name, float(value), min_value, max_value)
+    return float(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool; else raise ValueError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def _check_bounds(name: str, value: float, lo: float | None, hi: float | None) -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        lo_s = "-inf" if lo is None else repr(lo)
+        hi_s = "inf" if hi is None else repr(hi)
+        raise ValueError(f"{name}={value!r} is out of range; allowed: {lo_s} <= {name} <= {hi_s}")
+
+
+def _closest(value: Any, allowed: Sequence[str]) -> str | None:
+    if not isinstance(value, str):
+        return None
+    import difflib
+
+    match = difflib.get_close_matches(value, list(allowed), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+# ----------------------------------------------------------------------------- profiles & devices
+def accelerator_available() -> bool:
+    """True when a CUDA GPU or an Apple MPS device can be used."""
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
+
+
+def resolve_profile(profile: str = "auto") -> ResolvedProfile:
+    """Validate ``profile`` and turn ``auto`` into ``gpu``/``cpu``; ``COURSE_PROFILE`` wins when set."""
+    check_choice("profile", profile, PROFILES)
+    env = os.environ.get(PROFILE_ENV, "").strip()
+    if env:
+        profile = check_choice(f"the environment variable {PROFILE_ENV}", env, PROFILES)
+    if profile == "auto":
+        return "gpu" if accelerator_available() else "cpu"
+    return profile  # type: ignore[return-value]
+
+
+def get_device(device: str = "auto") -> torch.device:
+    """Pick the compute device: ``auto`` prefers CUDA, then MPS, then CPU."""
+    check_choice("device", device, DEVICES)
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but no CUDA GPU is visible; use device='auto' or 'cpu'")
+    if device == "mps" and not accelerator_available():
+        raise ValueError("device='mps' was asked for but MPS is not available; use device='auto' or 'cpu'")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); return a CPU generator seeded the same way."""
+    seed = check_int("seed", seed, min_value=0, max_value=2**32 - 1)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds CUDA and MPS
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a notebook or script runs with: the resolved profile, the device and the seed."""
+
+    profile: ResolvedProfile
+    device: torch.device
+    seed: int
+
+    def pick(self, *, smoke: T, cpu: T, gpu: T) -> T:
+        """Choose a size by profile, e.g. ``run.pick(smoke=20, cpu=3000, gpu=20000)``."""
+        return {"smoke": smoke, "cpu": cpu, "gpu": gpu}[self.profile]
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh CPU generator seeded with ``seed + offset`` (reproducible per call site)."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+    def __str__(self) -> str:
+        return f"profile={self.profile} · device={self.device} · seed={self.seed} · torch {torch.__version__}"
+
+
+def setup(profile: str = "auto", seed: int = 0, device: str = "auto", *, quiet: bool = False) -> Run:
+    """Validate the common notebook parameters, seed everything, and report in one line.
+
+    Raises ValueError naming ``profile``, ``seed`` or ``device`` when one is not allowed.
+    A ``smoke`` run stays on the CPU unless a device is named, so CI results do not depend
+    on the hardware.
+    """
+    resolved = resolve_profile(profile)
+    seed = check_int("seed", seed, min_value=0, max_value=2**32 - 1)
+    check_choice("device", device, DEVICES)
+    dev = torch.device("cpu") if (resolved == "smoke" and device == "auto") else get_device(device)
+    seed_everything(seed)
+    run = Run(profile=resolved, device=dev, seed=seed)
+    if not quiet:
+        print(run)
+    return run
