@@ -152,6 +152,15 @@ class Run:
         return f"profile={self.profile} · device={self.device} · seed={self.seed} · torch {torch.__version__}"
 
 
+def describe_environment() -> str:
+    """One line about the machine: compute device, torch version, CPU threads, COURSE_PROFILE."""
+    dev = get_device("auto")
+    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else dev.type
+    env = os.environ.get(PROFILE_ENV)
+    return (f"device: {name} · torch {torch.__version__} · {torch.get_num_threads()} CPU threads"
+            + (f" · {PROFILE_ENV}={env}" if env else ""))
+
+
 def setup(profile: str = "auto", seed: int = 0, device: str = "auto", *, quiet: bool = False) -> Run:
     """Validate the common notebook parameters, seed everything, and report in one line.
 

@@ -119,3 +119,28 @@ def plot_curve(values: Sequence[float], *, title: str = "", xlabel: str = "step"
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def family_diagram() -> plt.Figure:
+    """VAE, GAN and diffusion in one picture: three pipelines of boxes and arrows (chapter 00)."""
+    rows = [
+        ("VAE: squish & unsquish", ["picture", "encoder", "small code\n(fuzzy recipe)", "decoder", "picture"]),
+        ("GAN: artist vs detective", ["random\nnumbers", "artist\n(generator)", "picture", "detective\n(discriminator)", "real or\nfake?"]),
+        ("Diffusion: patient eraser", ["static", "erase a\nlittle", "less static", "erase a\nlittle …", "picture"]),
+    ]
+    colours = ["#d7e8f7", "#f9dcc4", "#d8f0d2"]
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    for r, ((title, boxes), colour) in enumerate(zip(rows, colours)):
+        y = 2 - r
+        ax.text(-0.1, y + 0.38, title, fontsize=11, weight="bold", ha="left")
+        for i, label in enumerate(boxes):
+            x = i * 2.2
+            ax.add_patch(plt.Rectangle((x, y - 0.25), 1.6, 0.5, facecolor=colour, edgecolor="0.3"))
+            ax.text(x + 0.8, y, label, ha="center", va="center", fontsize=9)
+            if i < len(boxes) - 1:
+                ax.annotate("", xy=(x + 2.2, y), xytext=(x + 1.6, y), arrowprops=dict(arrowstyle="->", lw=1.5))
+    ax.set_xlim(-0.2, 10.8)
+    ax.set_ylim(-0.5, 2.8)
+    ax.set_axis_off()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,53 @@
+# diffusion-course: `make course` and `make test` are all the set-up there is.
+# Both create .venv and install the package into it when it is missing or out of date.
+
+PYTHON  ?= $(shell command -v python3.11 || command -v python3)
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PROFILE ?= auto
+BUILD   := build
+BOOK_FLAGS ?=
+
+.PHONY: course test unit notebooks book sweep bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,book]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## course: execute every notebook (PROFILE=smoke|cpu|gpu|auto) into build/notebooks, then build the book
+course: $(STAMP)
+	COURSE_STATIC=1 PYTHONUNBUFFERED=1 $(PY) -m course_lib.sweep all --profile $(PROFILE) --out $(BUILD)/notebooks
+	$(MAKE) --no-print-directory book
+	@echo "The book is ready: open $(abspath $(BUILD))/book/html/index.html"
+
+## book: build the Jupyter Book from the executed notebooks in build/notebooks
+book: $(STAMP)
+	rm -rf $(BUILD)/book_src $(BUILD)/book_out $(BUILD)/book/html
+	mkdir -p $(BUILD)/book_src/notebooks $(BUILD)/book
+	cp book/*.md book/_config.yml book/_toc.yml $(BUILD)/book_src/
+	cp $(BUILD)/notebooks/[0-9][0-9]_*.ipynb $(BUILD)/book_src/notebooks/
+	$(VENV)/bin/jupyter-book build $(BUILD)/book_src --path-output $(BUILD)/book_out --all $(BOOK_FLAGS)
+	mv $(BUILD)/book_out/_build/html $(BUILD)/book/html
+
+## test: unit + diffusers-oracle tests, nbval over every notebook (smoke), and a warnings-as-errors book build
+test: $(STAMP)
+	COURSE_PROFILE=smoke $(PY) -m pytest tests
+	COURSE_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	$(MAKE) --no-print-directory course PROFILE=smoke BOOK_FLAGS="-W -n --keep-going"
+	$(PY) -m pytest tests/book_checks.py
+
+## sweep: rerun one notebook over a parameter grid, e.g.
+##   make sweep NB=notebooks/02_noise_schedules.ipynb ARGS="-p schedule linear,cosine"
+sweep: $(STAMP)
+	$(PY) -m course_lib.sweep grid $(NB) --profile $(PROFILE) $(ARGS)
+
+## bench: every benchmark script, printing its table (PROFILE as above)
+bench: $(STAMP)
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b --profile $(PROFILE) || exit 1; done
+
+clean:
+	rm -rf $(BUILD)
