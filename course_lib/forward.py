@@ -66,6 +66,26 @@ def posterior_mean_variance(
     return mean, var
 
 
+def posterior_between(
+    s: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int, t_prev: torch.Tensor | int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of q(x_{t_prev} | x_t, x₀) for any earlier step t_prev < t (t_prev = −1: ᾱ = 1).
+
+    The same formulas as :func:`posterior_mean_variance` with the one-step α_t replaced by the jump
+    α' = ᾱ_t/ᾱ_prev and β' = 1 − α' (Nichol & Dhariwal 2021, §4 "respacing"; Song et al. 2021, eq. 16
+    with η = 1). Written with ᾱ only, as diffusers' DDPMScheduler does, so that at t = 0 the mean is
+    exactly x₀ in float32; for t_prev = t − 1 it is the usual DDPM posterior.
+    """
+    a_bar_padded = torch.cat([torch.ones(1, dtype=s.alphas_cumprod.dtype), s.alphas_cumprod])  # index t+1
+    a_bar = _coef(s.alphas_cumprod, t, x_t)
+    a_prev = _coef(a_bar_padded, torch.as_tensor(t_prev, dtype=torch.long) + 1, x_t)
+    alpha = a_bar / a_prev
+    beta = 1 - alpha
+    mean = (a_prev.sqrt() * beta / (1 - a_bar)) * x0 + (alpha.sqrt() * (1 - a_prev) / (1 - a_bar)) * x_t
+    var = (1 - a_prev) / (1 - a_bar) * beta
+    return mean, var
+
+
 def target(
     s: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, prediction_type: str = "epsilon"
 ) -> torch.Tensor:
@@ -97,7 +117,17 @@ def split_prediction(
     - v:  x̂₀ = √ᾱ x_t − √(1−ᾱ) v,  ε̂ = √ᾱ v + √(1−ᾱ) x_t   (Salimans & Ho 2022, app. D)
     """
     check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-    a_bar = _coef(s.alphas_cumprod, t, x_t)
+    return split_prediction_at(_coef(s.alphas_cumprod, t, x_t), model_output, x_t, prediction_type)
+
+
+def split_prediction_at(
+    a_bar: torch.Tensor, model_output: torch.Tensor, x_t: torch.Tensor, prediction_type: str = "epsilon"
+) -> Prediction:
+    """:func:`split_prediction` at a given ᾱ instead of an integer t (ᾱ broadcastable against x_t).
+
+    Used by the σ-space samplers (chapter 06), whose noise levels fall between the training steps.
+    """
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
     sa, s1 = a_bar**0.5, (1 - a_bar) ** 0.5
     if prediction_type == "epsilon":
         return Prediction((x_t - s1 * model_output) / sa, model_output)
