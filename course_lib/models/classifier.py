@@ -1,0 +1,151 @@
+"""A small LeNet-style digit classifier: the feature network behind FID/KID on digits (chapter 10).
+
+Inception-v3 features (Heusel et al. 2017, "GANs trained by a two time-scale update rule
+converge to a local Nash equilibrium") are the usual yardstick for photos, but they mean
+little on 28×28 grey digits and need a 100 MB download. The course instead ships this
+~90 k-parameter network, trained on the MNIST-5000 *training* split by
+``benchmarks/train_feature_net.py`` (seeded, rerunnable). Its penultimate layer
+(:data:`NUM_FEATURES` = 128 numbers per image) is the feature space of
+:func:`course_lib.metrics.fid` and :func:`course_lib.metrics.kid`; its logits drive
+:func:`course_lib.metrics.class_accuracy`.
+
+The weights live in ``course_lib/weights/digit_classifier.safetensors`` next to a JSON model
+card (how it was trained, test accuracy, sha256). :func:`load_digit_classifier` checks the
+file's sha256 against the card before it trusts the numbers, so a truncated or altered file
+fails loudly instead of silently shifting every FID in the course.
+
+Inputs: images NCHW in [-1, 1] with one channel, 28×28 (padded to 32×32 with background
+-1, exactly as ``data.load_mnist5000(size=32)`` pads) or 32×32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NUM_CLASSES = 10
+NUM_FEATURES = 128
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_FILE = WEIGHTS_DIR / "digit_classifier.safetensors"
+CARD_FILE = WEIGHTS_DIR / "digit_classifier.json"
+RANGE_TOLERANCE = 1e-3  # how far outside [-1, 1] a pixel may stray (float rounding) before we refuse
+
+
+class DigitClassifier(nn.Module):
+    """LeNet-style CNN (LeCun et al. 1998) for 32×32 grey digits.
+
+    Three conv → ReLU → 2×2 max-pool stages (16, 32, 32 channels: 32 → 16 → 8 → 4 pixels),
+    then a 512 → 128 hidden layer whose ReLU output is the feature vector, then 128 → 10 logits.
+    """
+
+    num_features: int = NUM_FEATURES  # torchmetrics reads this instead of running a dummy image
+
+    def __init__(self, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 5, padding=2)
+        self.conv2 = nn.Conv2d(16, 32, 5, padding=2)
+        self.conv3 = nn.Conv2d(32, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32 * 4 * 4, NUM_FEATURES)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(NUM_FEATURES, NUM_CLASSES)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features (N, 128) of images (N, 1, 28|32, 28|32) in [-1, 1]."""
+        x = pad_to_32(x)
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (N, 16, 16, 16)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (N, 32, 8, 8)
+        x = F.max_pool2d(F.relu(self.conv3(x)), 2)  # (N, 32, 4, 4)
+        return F.relu(self.fc1(x.flatten(1)))  # (N, 512) -> (N, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, 10)."""
+        return self.fc2(self.dropout(self.features(x)))
+
+
+def pad_to_32(x: torch.Tensor) -> torch.Tensor:
+    """Pad 28×28 digits to 32×32 with the background value -1; leave 32×32 as they are."""
+    if x.shape[-1] == 28 and x.shape[-2] == 28:
+        return F.pad(x, (2, 2, 2, 2), value=-1.0)  # (N, C, 28, 28) -> (N, C, 32, 32)
+    return x
+
+
+def check_digit_images(name: str, images: object) -> torch.Tensor:
+    """Validate digit images for the classifier: a float tensor (N, 1, 28|32, 28|32) in [-1, 1].
+
+    Raises ValueError naming ``name`` and what is allowed.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of images (N, 1, H, W) in [-1, 1], got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"{name} must be NCHW (4 dims: N, 1, H, W), got shape {tuple(images.shape)}")
+    if images.shape[1] != 1:
+        raise ValueError(f"{name} must have 1 channel (grey digits), got {images.shape[1]} channels in shape {tuple(images.shape)}")
+    if tuple(images.shape[-2:]) not in ((28, 28), (32, 32)):
+        raise ValueError(f"{name} must be 28×28 or 32×32 digits, got {tuple(images.shape[-2:])}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is empty (N = 0)")
+    if not images.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype} (map uint8 pixels with x / 127.5 - 1)")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise ValueError(
+            f"{name} must lie in [-1, 1] (book/notation.md), got values in [{lo:.3g}, {hi:.3g}]; "
+            "clamp samples with .clamp(-1, 1), map [0, 1] pixels with data.to_unit_range"
+        )
+    return images
+
+
+# ----------------------------------------------------------------------------- shipped weights
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(card: str | Path = CARD_FILE) -> dict:
+    """The JSON model card of the shipped weights (training recipe, test accuracy, sha256)."""
+    return json.loads(Path(card).read_text())
+
+
+def load_digit_classifier(
+    path: str | Path | None = None, *, expected_sha256: str | None = None, device: str | torch.device = "cpu"
+) -> DigitClassifier:
+    """Load the classifier in eval mode after checking the file's sha256.
+
+    ``path`` defaults to the shipped file; ``expected_sha256`` defaults to the hash recorded in
+    the shipped model card. A mismatch raises ValueError naming the file and both hashes.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(WEIGHTS_FILE if path is None else path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"path={str(path)!r}: no such weights file; rerun benchmarks/train_feature_net.py to create it"
+        )
+    expected = read_card()["sha256"] if expected_sha256 is None else expected_sha256
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ValueError(
+            f"sha256 mismatch for {path}: expected {expected}, got {actual}. The weights file is "
+            "corrupt or was changed; reinstall course_lib or rerun benchmarks/train_feature_net.py"
+        )
+    model = DigitClassifier()
+    model.load_state_dict(load_file(str(path)))
+    return model.eval().requires_grad_(False).to(device)
+
+
+@lru_cache(maxsize=4)
+def cached_digit_classifier(device: str = "cpu") -> DigitClassifier:
+    """The shipped classifier, loaded and sha256-checked once per device and process."""
+    return load_digit_classifier(device=device)
