@@ -38,7 +38,8 @@ def q_sample(
     """Jump straight to step t: return (x_t, ε) with x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε (eq. 4)."""
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-    t = torch.as_tensor(t, dtype=torch.long).expand(x0.shape[0]) if torch.as_tensor(t).dim() == 0 else t
+    t = torch.as_tensor(t, dtype=torch.long)
+    t = t.expand(x0.shape[0]) if t.dim() == 0 else t  # one timestep per batch item
     return s.add_noise(x0, noise, t), noise
 
 
@@ -57,13 +58,11 @@ def posterior_mean_variance(
 
     μ̃_t = √ᾱ_{t−1} β_t/(1−ᾱ_t) · x₀ + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) · x_t,
     β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) · β_t, with ᾱ_{−1} = 1.
+
+    Computed from ᾱ alone (see :func:`posterior_between`), as diffusers does, so that at t = 0
+    the mean is exactly x₀ in float32.
     """
-    a_bar_prev = torch.cat([torch.ones(1, dtype=s.alphas_cumprod.dtype), s.alphas_cumprod[:-1]])
-    a_bar, beta, alpha = (_coef(v, t, x_t) for v in (s.alphas_cumprod, s.betas, s.alphas))
-    a_prev = _coef(a_bar_prev, t, x_t)
-    mean = (a_prev.sqrt() * beta / (1 - a_bar)) * x0 + (alpha.sqrt() * (1 - a_prev) / (1 - a_bar)) * x_t
-    var = (1 - a_prev) / (1 - a_bar) * beta
-    return mean, var
+    return posterior_between(s, x0, x_t, t, torch.as_tensor(t, dtype=torch.long) - 1)
 
 
 def posterior_between(
