@@ -399,7 +399,7 @@ def plot_nearest(
         neighbours = nearest_training_images(samples, train, space=space)
     key = neighbours.ratio if sort_by == "ratio" else neighbours.distance
     picks = key.argsort()[: min(k, len(key))].cpu()
-    fig, axes = plt.subplots(2, len(picks), figsize=(1.5 * len(picks), 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(picks), figsize=(1.6 * len(picks), 4.4), squeeze=False)
     for col, i in enumerate(picks.tolist()):
         j = int(neighbours.index[i])
         show_images(samples[i : i + 1].cpu(), nrow=1, ax=axes[0, col])
