@@ -3,6 +3,9 @@
 Everything here ships inside installed packages, so nothing touches the network unless a learner
 asks for a torchvision data set with ``download=True``. Images come back NCHW float32 in [-1, 1]
 (book/notation.md); 2-D toys come back as (N, 2) float32, standardised.
+
+Captioned pictures for conditioning and guidance — cartoon cats and dogs with or without hats,
+drawn by code from a seed — live in their own module: ``course_lib.hats.make_hats_dataset``.
 """
 
 from __future__ import annotations
