@@ -1,0 +1,211 @@
+"""The training loop: LR schedule, EMA warm-up, Min-SNR weights, targets, conditioning, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib.checkpoints import load_checkpoint, read_state
+from course_lib.forward import target
+from course_lib.models import MLPConfig, MLPDenoiser, UNet, UNetConfig
+from course_lib.schedules import make_schedule
+from course_lib.training import (
+    TrainConfig,
+    TrainingDiverged,
+    diffusion_loss,
+    drop_condition,
+    ema_decay_at,
+    ema_update,
+    lr_at,
+    min_snr_weight,
+    train,
+)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and a shared machine makes two threads erratic."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = UNetConfig.preset("tiny")
+
+
+def _model(cfg: UNetConfig = TINY, seed: int = 0) -> UNet:
+    torch.manual_seed(seed)  # initial weights are part of a run: seed them like the loop
+    return UNet(cfg)
+
+
+def _images(n: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+# ----------------------------------------------------------------------------- schedules of the loop
+def test_lr_warms_up_linearly_then_decays_by_cosine():
+    cfg = TrainConfig(steps=110, lr=1e-3, warmup=10)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(60, cfg) == pytest.approx(0.5e-3)  # half-way through the cosine
+    assert lr_at(109, cfg) < 1e-6
+    assert lr_at(0, TrainConfig(steps=10, lr=2e-3, warmup=0)) == pytest.approx(2e-3)
+
+
+def test_ema_decay_warm_up_formula():
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
+    assert ema_decay_at(90, 0.999) == pytest.approx(91 / 100)
+    assert ema_decay_at(10**6, 0.999) == 0.999
+    assert ema_decay_at(50, 0.5) == 0.5  # never above the configured decay
+
+
+def test_ema_follows_the_model_after_a_few_hundred_steps():
+    """With a plain 0.999 the EMA would still be 0.999^300 ≈ 74 % its random start; with warm-up it is not."""
+    model, ema = nn.Linear(3, 3), nn.Linear(3, 3)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.fill_(0.0)
+        for p in model.parameters():
+            p.fill_(1.0)
+    keep = 1.0
+    for n in range(300):
+        ema_update(ema, model, ema_decay_at(n, 0.999))
+        keep *= ema_decay_at(n, 0.999)
+    w = ema.weight.detach()
+    assert torch.allclose(w, torch.full_like(w, 1.0 - keep), atol=1e-6)  # θ_ema = (1 − Π decay)·1
+    assert float(w.min()) > 0.99 and 0.999**300 > 0.7
+
+
+def test_min_snr_weights_match_hang_et_al():
+    s = make_schedule("linear")
+    t = torch.tensor([0, 200, 999])
+    snr = s.snr(t)
+    gamma = 5.0
+    eps_w = min_snr_weight(s, t, gamma, "epsilon")
+    assert torch.allclose(eps_w, torch.clamp(snr, max=gamma) / snr)
+    assert eps_w[0] == pytest.approx(gamma / float(snr[0]), rel=1e-5) and eps_w[2] == pytest.approx(1.0)
+    assert torch.allclose(min_snr_weight(s, t, gamma, "sample"), torch.clamp(snr, max=gamma))
+    assert torch.allclose(min_snr_weight(s, t, gamma, "v_prediction"), torch.clamp(snr, max=gamma) / (snr + 1))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_an_oracle_gets_zero_loss_for_each_target(prediction_type):
+    """A network that knows x₀ and answers in the asked-for form scores zero: the loop uses forward.target."""
+    s = make_schedule("cosine")
+    x0 = torch.rand(1, 1, 8, 8) * 2 - 1
+
+    def oracle(x_t, t, cond=None):
+        a = s.alphas_cumprod[t].view(-1, 1, 1, 1)
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        return target(s, x0.expand_as(x_t), eps, t, prediction_type)
+
+    t = torch.tensor([5, 500, 990])
+    noise = torch.randn(3, 1, 8, 8)
+    x = x0.expand(3, -1, -1, -1)
+    assert float(diffusion_loss(oracle, s, x, t, noise, prediction_type=prediction_type)) < 1e-8
+    wrong = "sample" if prediction_type != "sample" else "epsilon"
+    assert float(diffusion_loss(oracle, s, x, t, noise, prediction_type=wrong)) > 1e-3
+    # min-SNR weighting changes the numbers but keeps the oracle at zero
+    assert float(diffusion_loss(oracle, s, x, t, noise, prediction_type=prediction_type, min_snr_gamma=5.0)) < 1e-8
+
+
+def test_drop_condition_for_labels_and_vectors():
+    drop = torch.tensor([True, False, True])
+    assert drop_condition(torch.tensor([4, 5, 6]), drop).tolist() == [-1, 5, -1]
+    v = drop_condition(torch.ones(3, 2), drop)
+    assert torch.isnan(v[0]).all() and torch.isnan(v[2]).all() and torch.equal(v[1], torch.ones(2))
+
+
+# ----------------------------------------------------------------------------- the loop
+def test_train_runs_and_the_loss_falls():
+    x = _images(32)
+    cfg = TrainConfig(steps=60, batch_size=16, lr=3e-3, warmup=5, checkpoint_every=0)
+    res = train(_model(), make_schedule("linear"), x, cfg, progress=False)
+    assert res.steps == 60 and len(res.losses) == 60 and res.seconds > 0
+    assert sum(res.losses[-15:]) / 15 < 0.8 * sum(res.losses[:5]) / 5
+    assert not res.ema_model.training and all(not p.requires_grad for p in res.ema_model.parameters())
+    changed = [not torch.equal(a, b) for a, b in zip(res.model.parameters(), res.ema_model.parameters())]
+    assert any(changed)  # the EMA is its own copy, not the model
+
+
+def test_train_is_deterministic_for_a_seed_and_differs_across_seeds():
+    x = _images(16)
+    s = make_schedule("linear")
+    runs = [train(_model(), s, x, TrainConfig(steps=5, batch_size=8, seed=seed, checkpoint_every=0), progress=False)
+            for seed in (1, 1, 2)]
+    assert runs[0].losses == runs[1].losses and runs[0].losses != runs[2].losses
+
+
+def test_the_mlp_trains_on_2d_points():
+    pts = torch.randn(64, 2)
+    res = train(MLPDenoiser(MLPConfig(hidden=32, num_blocks=1)), make_schedule("linear", 100), pts,
+                TrainConfig(steps=5, batch_size=32, checkpoint_every=0), progress=False)
+    assert res.ema_model(pts[:3], 10).shape == (3, 2)
+
+
+class _Spy(nn.Module):
+    """Wraps a model and records the conditions the loop passes."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.config, self.seen = inner, inner.config, []
+
+    def forward(self, x_t, t, cond=None):
+        self.seen.append(cond.clone())
+        return self.inner(x_t, t, cond)
+
+
+def test_conditional_training_drops_labels_with_the_given_probability():
+    spy = _Spy(UNet(UNetConfig.preset("tiny", num_classes=4)))
+    labels = torch.arange(32) % 4
+    train(spy, make_schedule("linear"), (_images(32), labels),
+          TrainConfig(steps=20, batch_size=32, cond_drop_prob=0.3, checkpoint_every=0), progress=False)
+    seen = torch.cat(spy.seen[:20])
+    frac = float((seen == -1).float().mean())
+    assert 0.2 < frac < 0.4 and set(seen[seen >= 0].tolist()) <= {0, 1, 2, 3}
+
+
+def test_train_rejects_mismatched_data_and_models():
+    s = make_schedule("linear")
+    cfg = TrainConfig(steps=1, batch_size=2, checkpoint_every=0)
+    with pytest.raises(ValueError, match="model is unconditional"):
+        train(_model(), s, (_images(4), torch.zeros(4, dtype=torch.long)), cfg, progress=False)
+    with pytest.raises(ValueError, match="data has no conditions"):
+        train(UNet(UNetConfig.preset("tiny", num_classes=2)), s, _images(4), cfg, progress=False)
+    with pytest.raises(ValueError, match="x_t has shape"):
+        train(_model(), s, torch.zeros(4, 1, 32, 32), cfg, progress=False)
+    with pytest.raises(ValueError, match="prediction_type"):
+        TrainConfig(prediction_type="eps")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
+    def poison(info):
+        if info.step == 3:  # after the checkpoint at step 2, break the weights
+            with torch.no_grad():
+                next(info.model.parameters()).fill_(float("nan"))
+
+    cfg = TrainConfig(steps=10, batch_size=4, checkpoint_every=2)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 4.*checkpoint \(step 2\)"):
+        train(_model(), make_schedule("linear"), _images(8), cfg, run_dir=tmp_path, progress=False, callback=poison)
+    tensors, state = load_checkpoint(tmp_path)  # verifies the sha256
+    assert state["step"] == 2 and read_state(tmp_path)["step"] == 2
+    assert all(torch.isfinite(v).all() for k, v in tensors.items() if v.dtype.is_floating_point)
+
+
+def test_nan_in_the_data_is_reported_without_a_checkpoint():
+    x = _images(4)
+    x[:] = float("nan")
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
+        train(_model(), make_schedule("linear"), x, TrainConfig(steps=3, batch_size=2, checkpoint_every=0), progress=False)
+
+
+def test_train_with_progress_bar_and_callback():
+    calls = []
+    train(_model(), make_schedule("linear"), _images(4), TrainConfig(steps=3, batch_size=2, checkpoint_every=0),
+          progress=True, callback=lambda info: calls.append((info.step, math.isfinite(info.loss), info.lr > 0)))
+    assert calls == [(1, True, True), (2, True, True), (3, True, True)]
