@@ -73,6 +73,9 @@ def train(epochs: int, seed: int, batch_size: int = 64, lr: float = 2e-3, max_sh
         test_acc = accuracy(model, test_set.images, test_set.labels)
         history.append({"epoch": epoch + 1, "train_loss": total / len(order), "test_accuracy": test_acc})
         print(f"epoch {epoch + 1:3d}  train loss {total / len(order):.4f}  test accuracy {test_acc:.4f}", file=sys.stderr)
+    with torch.no_grad():  # fix the feature scale: RMS 1 over the training digits (see DigitClassifier)
+        hidden = torch.cat([model.hidden(chunk) for chunk in train_set.images.split(500)])  # (N, 128)
+        model.feature_scale.fill_(float(hidden.double().square().mean().sqrt()))
     info = {
         "train_accuracy": accuracy(model, train_set.images, train_set.labels),
         "test_accuracy": history[-1]["test_accuracy"],
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         "architecture": "LeNet-style CNN: conv5x5(16)-pool, conv5x5(32)-pool, conv3x3(32)-pool, fc 512->128 (features), fc 128->10",
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "num_features": NUM_FEATURES,
+        "feature_scale": round(float(model.feature_scale), 6),
         "input": "NCHW, 1 channel, 28x28 (padded to 32 with -1) or 32x32, values in [-1, 1]",
         "train_accuracy": round(info["train_accuracy"], 4),
         "test_accuracy": round(info["test_accuracy"], 4),
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "trained_with": f"torch {torch.__version__}",
         "train_seconds": round(wall, 1),
         "command": " ".join(["python benchmarks/train_feature_net.py", *(argv if argv is not None else sys.argv[1:])]),
-        "use": "penultimate-layer features for course_lib.metrics.fid/kid; logits for class_accuracy",
+        "use": "penultimate-layer features / feature_scale (RMS 1 on the training split) for course_lib.metrics.fid/kid; logits for class_accuracy",
     }
     (args.out_dir / CARD_FILE.name).write_text(json.dumps(card, indent=2) + "\n")
 

@@ -41,7 +41,11 @@ class DigitClassifier(nn.Module):
     """LeNet-style CNN (LeCun et al. 1998) for 32×32 grey digits.
 
     Three conv → ReLU → 2×2 max-pool stages (16, 32, 32 channels: 32 → 16 → 8 → 4 pixels),
-    then a 512 → 128 hidden layer whose ReLU output is the feature vector, then 128 → 10 logits.
+    then a 512 → 128 hidden layer, then 128 → 10 logits. The features are the hidden layer's ReLU
+    output divided by the buffer ``feature_scale``: their root-mean-square over the training digits,
+    fixed after training. So the features are of order 1, like Inception's pool features, which is
+    the scale KID's kernel (a·b / d + 1)³ was designed for; unscaled (RMS ≈ 3.6) the cubic term
+    dominates and KID gets several times noisier.
     """
 
     num_features: int = NUM_FEATURES  # torchmetrics reads this instead of running a dummy image
@@ -54,18 +58,23 @@ class DigitClassifier(nn.Module):
         self.fc1 = nn.Linear(32 * 4 * 4, NUM_FEATURES)
         self.dropout = nn.Dropout(dropout)
         self.fc2 = nn.Linear(NUM_FEATURES, NUM_CLASSES)
+        self.register_buffer("feature_scale", torch.ones(()))  # set once, after training
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer features (N, 128) of images (N, 1, 28|32, 28|32) in [-1, 1]."""
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer activations (N, 128) of images (N, 1, 28|32, 28|32) in [-1, 1]."""
         x = pad_to_32(x)
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (N, 16, 16, 16)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (N, 32, 8, 8)
         x = F.max_pool2d(F.relu(self.conv3(x)), 2)  # (N, 32, 4, 4)
         return F.relu(self.fc1(x.flatten(1)))  # (N, 512) -> (N, 128)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The FID/KID features (N, 128): penultimate activations / ``feature_scale`` (RMS 1 on training digits)."""
+        return self.hidden(x) / self.feature_scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, 10)."""
-        return self.fc2(self.dropout(self.features(x)))
+        return self.fc2(self.dropout(self.hidden(x)))
 
 
 def pad_to_32(x: torch.Tensor) -> torch.Tensor:
