@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from course_lib.data import load_mnist5000
-from course_lib.models.classifier import CARD_FILE, NUM_FEATURES, WEIGHTS_FILE, DigitClassifier, sha256_of
+from course_lib.checkpoints import sha256_file
+from course_lib.models.classifier import CARD_FILE, NUM_FEATURES, WEIGHTS_FILE, DigitClassifier
 from course_lib.settings import check_int, seed_everything
 
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     card = {
         "name": "digit_classifier",
         "file": weights.name,
-        "sha256": sha256_of(weights),
+        "sha256": sha256_file(weights),
         "size_bytes": weights.stat().st_size,
         "architecture": "LeNet-style CNN: conv5x5(16)-pool, conv5x5(32)-pool, conv3x3(32)-pool, fc 512->128 (features), fc 128->10",
         "num_parameters": sum(p.numel() for p in model.parameters()),

@@ -15,6 +15,7 @@ import torchvision.transforms.functional as TF
 from scipy import linalg, stats
 
 from course_lib import metrics as M
+from course_lib.checkpoints import sha256_file
 from course_lib.data import load_mnist5000, make_toy
 from course_lib.models.classifier import (
     CARD_FILE,
@@ -22,7 +23,6 @@ from course_lib.models.classifier import (
     DigitClassifier,
     load_digit_classifier,
     read_card,
-    sha256_of,
 )
 
 
@@ -45,7 +45,7 @@ def test_shipped_weights_match_card_and_are_small():
     card = read_card()
     assert WEIGHTS_FILE.stat().st_size < 1_000_000
     assert card["size_bytes"] == WEIGHTS_FILE.stat().st_size
-    assert sha256_of(WEIGHTS_FILE) == card["sha256"]
+    assert sha256_file(WEIGHTS_FILE) == card["sha256"]
     assert card["test_accuracy"] >= 0.97 and card["num_features"] == DigitClassifier.num_features
     model = load_digit_classifier()
     assert not model.training
@@ -59,7 +59,7 @@ def test_altered_weights_fail_clearly(tmp_path):
     data = bytearray(bad.read_bytes())
     data[len(data) // 2] ^= 0x01  # flip one bit inside the tensor data
     bad.write_bytes(bytes(data))
-    expected, actual = read_card()["sha256"], sha256_of(bad)
+    expected, actual = read_card()["sha256"], sha256_file(bad)
     assert expected != actual
     with pytest.raises(ValueError) as err:
         load_digit_classifier(bad)

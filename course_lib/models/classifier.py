@@ -20,7 +20,6 @@ Inputs: images NCHW in [-1, 1] with one channel, 28×28 (padded to 32×32 with b
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..checkpoints import sha256_file
 
 NUM_CLASSES = 10
 NUM_FEATURES = 128
@@ -113,15 +114,6 @@ def check_digit_images(name: str, images: object) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- shipped weights
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_card(card: str | Path = CARD_FILE) -> dict:
     """The JSON model card of the shipped weights (training recipe, test accuracy, sha256)."""
     return json.loads(Path(card).read_text())
@@ -143,7 +135,7 @@ def load_digit_classifier(
             f"path={str(path)!r}: no such weights file; rerun benchmarks/train_feature_net.py to create it"
         )
     expected = read_card()["sha256"] if expected_sha256 is None else expected_sha256
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise ValueError(
             f"sha256 mismatch for {path}: expected {expected}, got {actual}. The weights file is "
