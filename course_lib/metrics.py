@@ -212,7 +212,7 @@ def fid(
     real: torch.Tensor,
     fake: torch.Tensor,
     *,
-    features: str | nn.Module = "digits",
+    features: FeatureSpace | nn.Module = "digits",
     inception_weights: str | Path | None = None,
     batch_size: int = 500,
 ) -> float:
@@ -241,7 +241,7 @@ def kid(
     subsets: int = 100,
     subset_size: int | None = None,
     seed: int = 0,
-    features: str | nn.Module = "digits",
+    features: FeatureSpace | nn.Module = "digits",
     inception_weights: str | Path | None = None,
     batch_size: int = 500,
 ) -> tuple[float, float]:
@@ -328,7 +328,7 @@ class NearestNeighbours(NamedTuple):
 
 
 def nearest_training_images(
-    samples: torch.Tensor, train: torch.Tensor, *, space: str = "pixel", batch_size: int = 256
+    samples: torch.Tensor, train: torch.Tensor, *, space: NeighbourSpace = "pixel", batch_size: int = 256
 ) -> NearestNeighbours:
     """For each sample, the nearest and second-nearest training image (Euclidean distance).
 
@@ -382,8 +382,8 @@ def plot_nearest(
     neighbours: NearestNeighbours | None = None,
     *,
     k: int = 8,
-    sort_by: str = "ratio",
-    space: str = "pixel",
+    sort_by: SortBy = "ratio",
+    space: NeighbourSpace = "pixel",
     title: str | None = None,
 ) -> "plt.Figure":
     """The ``k`` most copy-like samples (top row) above their nearest training images (bottom row).
