@@ -31,6 +31,7 @@ DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 PROFILES: tuple[str, ...] = get_args(Profile)
 DEVICES: tuple[str, ...] = get_args(DeviceName)
 PROFILE_ENV = "COURSE_PROFILE"
+RUNS_ENV = "COURSE_RUNS_DIR"
 
 T = TypeVar("T")
 
@@ -150,6 +151,24 @@ class Run:
 
     def __str__(self) -> str:
         return f"profile={self.profile} · device={self.device} · seed={self.seed} · torch {torch.__version__}"
+
+
+def runs_dir() -> "Path":
+    """Where trained models are cached, shared by notebooks, benchmarks and tests.
+
+    ``$COURSE_RUNS_DIR`` when set; else ``runs/`` at the top of a source checkout (so a notebook
+    run from ``notebooks/`` and a benchmark run from the top find the same checkpoints); else
+    ``~/.cache/course_lib/runs`` for an installed package.
+    """
+    from pathlib import Path
+
+    env = os.environ.get(RUNS_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").exists():
+        return checkout / "runs"
+    return Path.home() / ".cache" / "course_lib" / "runs"
 
 
 def describe_environment() -> str:
