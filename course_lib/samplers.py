@@ -523,8 +523,9 @@ def sample(
         if not isinstance(cond, torch.Tensor) or cond.shape[:1] != (shape[0],):
             got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
             raise ValueError(f"cond must be a tensor with one entry per image, shape ({shape[0]}, ...), got {got}")
-        if guidance_scale != 1.0 and (cond.is_floating_point() or cond.dim() != 1):
-            raise ValueError("guidance needs cond as a LongTensor of labels (B,), where -1 means 'no condition'")
+        if guidance_scale != 1.0 and cond.is_floating_point():  # integer: labels (B,) or prompt token ids (B, L)
+            raise ValueError("guidance needs cond as a LongTensor of labels (B,) (or token ids (B, L)), "
+                             "where -1 means 'no condition'")
         cond = cond.to(dev)
     elif guidance_scale != 1.0:
         raise ValueError(f"guidance_scale={guidance_scale} needs cond (the labels to guide towards); got cond=None")

@@ -172,10 +172,14 @@ def diffusion_loss(
 
 
 def drop_condition(cond: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-    """Replace the conditions where ``drop`` (B,) is True by "none": label −1, or a NaN vector row."""
+    """Replace the conditions where ``drop`` (B,) is True by "none": label −1, or a NaN vector row.
+
+    Integer conditions with more than one entry per example (the token ids (B, L) of a prompt,
+    chapter 08) become a whole row of −1.
+    """
     if cond.dtype.is_floating_point:
         return torch.where(broadcast_to(drop, cond), torch.full_like(cond, float("nan")), cond)
-    return torch.where(drop, torch.full_like(cond, -1), cond)
+    return torch.where(broadcast_to(drop, cond), torch.full_like(cond, -1), cond)
 
 
 def _split_data(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -55,6 +55,33 @@ def image_row(
     return fig
 
 
+def captioned_grid(
+    images: torch.Tensor, captions: Sequence[str], *, ncols: int = 6, size: float = 1.6, wrap: int = 24,
+    title: str | None = None,
+) -> plt.Figure:
+    """Images (N, C, H, W) in a grid of ``ncols`` columns, each with its (wrapped) caption above it (chapter 08)."""
+    import textwrap
+
+    if images.dim() != 4 or len(captions) != images.shape[0]:
+        raise ValueError(f"images must be NCHW with one caption each; got shape {tuple(images.shape)} and "
+                         f"{len(captions)} captions")
+    n = images.shape[0]
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    wrapped = ["\n".join(textwrap.wrap(c, wrap)) for c in captions]
+    lines = max((w.count("\n") + 1 for w in wrapped), default=1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.2 + 0.25 * lines) * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            show_images(images[i : i + 1], nrow=1, ax=ax)
+            ax.set_title(wrapped[i], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def forward_strip(
     x0: torch.Tensor, schedule: NoiseSchedule, ts: Sequence[int], *, seed: int = 0, title: str | None = None
 ) -> plt.Figure:

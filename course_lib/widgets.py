@@ -57,3 +57,42 @@ def timestep_slider(
         plt.show()
 
     return w.interact(draw, t=w.IntSlider(value=0, min=0, max=T - 1, step=max(1, T // 100), description="t"))
+
+
+def prompt_guidance_slider(
+    model: torch.nn.Module, prompts: Sequence[str], scales: Sequence[float] = (0.0, 1.0, 2.0, 3.0, 5.0), *,
+    num_steps: int = 30, seed: int = 0, schedule: NoiseSchedule | None = None,
+):
+    """Drag the guidance scale s and watch the same noise become pictures that follow ``prompts`` more and more (chapter 08).
+
+    Every s ∈ ``scales`` starts from the same noise (``seed``), through
+    :func:`course_lib.prompts.generate` (ε̃ = ε_∅ + s·(ε_c − ε_∅)); the pictures are made once,
+    up front, so dragging is instant. Returns the ipywidgets object, or — where widgets can't
+    render — draws the static grid (one row per s, one column per prompt) and returns that figure.
+    """
+    from .prompts import generate
+
+    scales = [float(s) for s in scales]
+    if not scales:
+        raise ValueError("scales must list at least one guidance scale, e.g. (0, 1, 3)")
+    rows = {s: generate(model, list(prompts), guidance_scale=s, num_steps=num_steps, seed=seed, schedule=schedule)
+            for s in scales}
+    labels = [p or "(empty prompt)" for p in prompts]
+    if not widgets_available():
+        from .viz import captioned_grid
+
+        images = torch.cat([rows[s] for s in scales])  # (len(scales)·P, C, H, W): one row per scale
+        captions = [f"s = {s:g}: {p}" for s in scales for p in labels]
+        return captioned_grid(images, captions, ncols=len(labels), wrap=22,
+                              title="guidance scale s (rows) × prompt (columns) — static view of the slider")
+
+    import ipywidgets as w
+
+    def draw(s: float) -> None:
+        from .viz import captioned_grid
+
+        captioned_grid(rows[s], labels, ncols=len(labels), wrap=22, title=f"guidance scale s = {s:g}")
+        plt.show()
+
+    return w.interact(draw, s=w.SelectionSlider(options=scales, value=scales[min(len(scales) - 1, 3)],
+                                                description="s"))
