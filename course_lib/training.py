@@ -28,7 +28,7 @@ import math
 import os
 import time
 from copy import deepcopy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -47,7 +47,7 @@ from .checkpoints import (
 )
 from .forward import PREDICTION_TYPES, target
 from .schedules import NoiseSchedule, broadcast_to, make_schedule
-from .settings import check_bool, check_choice, check_float, check_int, get_device, resolve_profile
+from .settings import check_bool, check_choice, check_float, check_int, get_device, resolve_profile, runs_dir
 
 
 @dataclass(frozen=True)
@@ -316,12 +316,15 @@ def train(
     def seconds() -> float:  # training time over all sessions of this run
         return seconds_before + (time.perf_counter() - tic if start < config.steps else 0.0)
 
+    committed: dict[str, float] = {}
+
     def commit(step: int) -> None:
+        committed["seconds"] = seconds()  # what the checkpoint says is what train() returns
         opt_tensors, groups = _optimizer_tensors(opt)
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
                    **{f"ema.{k}": v for k, v in ema_model.state_dict().items()},
                    **opt_tensors, **_rng_tensors(gen, dev)}
-        save_checkpoint(run_dir, tensors, {**identity, "step": step, "seconds": seconds(), "losses": losses,
+        save_checkpoint(run_dir, tensors, {**identity, "step": step, "seconds": committed["seconds"], "losses": losses,
                                            "optimizer_param_groups": groups})
 
     images_dev = images.to(dev)
@@ -375,4 +378,76 @@ def train(
     finally:
         bar.close()
     model.eval()
-    return TrainResult(model, ema_model, losses, max(start, config.steps), seconds())
+    total = committed["seconds"] if run_dir is not None and start < config.steps else seconds()
+    return TrainResult(model, ema_model, losses, max(start, config.steps), total)
+
+
+# ----------------------------------------------------------------------------- the chapter-04 digits model
+DIGITS_SCHEDULE = "cosine"
+DIGITS_NUM_CLASSES = 10
+
+
+def digits_train_config(profile: str = "auto", *, cond: bool = False) -> TrainConfig:
+    """The training recipe of the chapter-04 digits model for a profile.
+
+    ε-prediction on the cosine schedule with Min-SNR-5 weighting, AdamW at a high peak lr
+    (2e-3, fine for a small net with warm-up and clipping), batch 64 and many steps rather than
+    batch 128 and half as many, EMA with warm-up. Measured on the digits (FID on the shipped
+    digit features, 1,000 samples with 50 DDIM steps, same CPU cost): this recipe 12.5; linear
+    schedule 17.8; no Min-SNR 15.5; batch 128 for half the steps 32.7; lr 1e-3 much worse.
+    ``cond=True`` adds condition dropout 0.1 so that the model supports classifier-free guidance.
+    """
+    check_bool("cond", cond)
+    base = {
+        "smoke": TrainConfig(steps=20, batch_size=16, lr=2e-3, warmup=5, checkpoint_every=10, min_snr_gamma=5.0),
+        "cpu": TrainConfig(steps=1800, batch_size=64, lr=2e-3, warmup=100, checkpoint_every=300, min_snr_gamma=5.0),
+        "gpu": TrainConfig(steps=5000, batch_size=128, lr=1e-3, warmup=250, checkpoint_every=1000, min_snr_gamma=5.0,
+                           ema_decay=0.9995),
+    }[resolve_profile(profile)]
+    return replace(base, cond_drop_prob=0.1) if cond else base
+
+
+def digits_model(
+    profile: str = "auto",
+    *,
+    cond: bool = False,
+    run_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    retrain: bool = False,
+) -> tuple[nn.Module, NoiseSchedule, dict[str, Any]]:
+    """The chapter-04 MNIST digits U-Net (32×32, ``course_lib.data.load_mnist5000``), trained once and cached.
+
+    If ``run_dir`` (default ``runs/digits-<profile>`` or ``runs/digits-<profile>-cond``) holds a
+    finished checkpoint whose sha256, model config, training config, schedule and data all match,
+    it is loaded in a second; a partial one is resumed; otherwise the model is trained from
+    scratch (``cpu`` profile: a few minutes). A checkpoint that does not verify raises
+    CheckpointError naming the problem; ``retrain=True`` trains afresh over it. ``cond=True`` gives a class-conditional model
+    (labels 0–9, −1 = no label) trained with condition dropout for classifier-free guidance.
+
+    Returns ``(ema_model, schedule, info)`` with info keys ``train_seconds``, ``steps``,
+    ``config`` (the UNetConfig as a dict), ``train_config``, ``schedule``, ``profile``,
+    ``run_dir``, ``losses`` and ``cached`` (True when nothing had to be trained).
+    """
+    from .data import load_mnist5000
+    from .models.unet import UNet, digits_config
+
+    check_bool("cond", cond)
+    check_bool("retrain", retrain)
+    prof = resolve_profile(profile)
+    cfg = digits_config(prof, num_classes=DIGITS_NUM_CLASSES if cond else None)
+    tcfg = digits_train_config(prof, cond=cond)
+    schedule = make_schedule(DIGITS_SCHEDULE)
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / (f"digits-{prof}" + ("-cond" if cond else ""))
+    split = load_mnist5000("train", size=cfg.image_size)
+    data = (split.images, split.labels) if cond else split.images
+    cached = not retrain and has_checkpoint(run_dir) and int(read_state(run_dir).get("step", -1)) >= tcfg.steps
+    torch.manual_seed(tcfg.seed)  # the initial weights are part of the recipe
+    result = train(UNet(cfg), schedule, data, tcfg, run_dir=run_dir, resume=not retrain, device=device,
+                   progress=progress)
+    info = {
+        "train_seconds": result.seconds, "steps": result.steps, "config": cfg.to_dict(),
+        "train_config": asdict(tcfg), "schedule": DIGITS_SCHEDULE, "profile": prof, "run_dir": str(run_dir),
+        "losses": result.losses, "cached": cached,
+    }
+    return result.ema_model, schedule, info

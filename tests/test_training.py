@@ -209,3 +209,21 @@ def test_train_with_progress_bar_and_callback():
     train(_model(), make_schedule("linear"), _images(4), TrainConfig(steps=3, batch_size=2, checkpoint_every=0),
           progress=True, callback=lambda info: calls.append((info.step, math.isfinite(info.loss), info.lr > 0)))
     assert calls == [(1, True, True), (2, True, True), (3, True, True)]
+
+
+def test_digits_model_trains_once_then_loads_from_its_verified_checkpoint(tmp_path, monkeypatch):
+    from course_lib.checkpoints import CheckpointError
+    from course_lib.training import digits_model, digits_train_config
+
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    ema, schedule, info = digits_model("smoke", run_dir=tmp_path, device="cpu", progress=False)
+    assert info["cached"] is False and info["steps"] == digits_train_config("smoke").steps
+    assert info["config"] == UNetConfig.preset("digits-smoke").to_dict() and info["train_seconds"] > 0
+    assert ema(torch.zeros(2, 1, 32, 32), 500).shape == (2, 1, 32, 32)
+    ema2, _, info2 = digits_model("smoke", run_dir=tmp_path, device="cpu", progress=False)
+    assert info2["cached"] is True and info2["train_seconds"] == pytest.approx(info["train_seconds"])
+    assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), ema2.state_dict().values()))
+    assert schedule.num_timesteps == 1000
+    # a conditional model is a different recipe: the same directory refuses it, clearly
+    with pytest.raises(CheckpointError, match="num_classes"):
+        digits_model("smoke", cond=True, run_dir=tmp_path, device="cpu", progress=False)

@@ -40,6 +40,8 @@ from .embeddings import LabelEmbedding, TimeEmbedding, VectorEmbedding
 
 PresetName = Literal["tiny", "digits-smoke", "digits-cpu", "digits-gpu", "cifar-gpu"]
 PRESET_NAMES: tuple[str, ...] = get_args(PresetName)
+UpsampleMode = Literal["conv_nearest", "nearest_conv"]
+UPSAMPLE_MODES: tuple[str, ...] = get_args(UpsampleMode)
 MAX_ATTENTION_RESOLUTION = 16  # self-attention only at low resolution: its cost grows as (H·W)²
 
 
@@ -69,6 +71,7 @@ class UNetConfig:
     patch_size: int = 1
     norm_groups: int = 8
     head_channels: int = 32
+    upsample: str = "conv_nearest"
 
     def __post_init__(self) -> None:
         check_int("image_size", self.image_size, min_value=4)
@@ -79,6 +82,7 @@ class UNetConfig:
         check_int("norm_groups", self.norm_groups, min_value=1)
         check_int("head_channels", self.head_channels, min_value=1)
         check_float("dropout", self.dropout, min_value=0.0, max_value=0.9)
+        check_choice("upsample", self.upsample, UPSAMPLE_MODES)
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
         object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
         if not self.channel_mults:
@@ -162,12 +166,15 @@ _PRESETS: dict[str, UNetConfig] = {
                        attention_resolutions=(8,), norm_groups=4, head_channels=8),
     "digits-smoke": UNetConfig(image_size=32, in_channels=1, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
                                attention_resolutions=(8,), patch_size=2, norm_groups=8, head_channels=16),
-    "digits-cpu": UNetConfig(image_size=32, in_channels=1, base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=1,
+    # 0.83 M parameters; 16×16 (32 ch) → 8×8 (64 ch, attention) → 4×4 (64 ch, attention); see the module docstring
+    "digits-cpu": UNetConfig(image_size=32, in_channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
                              attention_resolutions=(8, 4), patch_size=2, norm_groups=8, head_channels=32),
     "digits-gpu": UNetConfig(image_size=32, in_channels=1, base_channels=64, channel_mults=(1, 2, 2, 2), num_res_blocks=2,
-                             attention_resolutions=(8, 4), patch_size=1, norm_groups=32, head_channels=32, dropout=0.1),
+                             attention_resolutions=(8, 4), patch_size=1, norm_groups=32, head_channels=32, dropout=0.1,
+                             upsample="nearest_conv"),
     "cifar-gpu": UNetConfig(image_size=32, in_channels=3, base_channels=128, channel_mults=(1, 2, 2, 2),
-                            num_res_blocks=2, attention_resolutions=(16,), norm_groups=32, head_channels=64, dropout=0.1),
+                            num_res_blocks=2, attention_resolutions=(16,), norm_groups=32, head_channels=64, dropout=0.1,
+                            upsample="nearest_conv"),
 }
 
 
@@ -228,14 +235,22 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double H and W: nearest-neighbour copy, then a 3×3 conv to smooth the blocks."""
+    """Double H and W with a 3×3 conv and a nearest-neighbour copy, in either order.
 
-    def __init__(self, channels: int) -> None:
+    ``nearest_conv`` (DDPM): copy each pixel to 2×2, then convolve at the high resolution.
+    ``conv_nearest``: convolve at the low resolution first (4× fewer multiply-adds) and narrow to
+    the next level's width, then copy; the next ResBlock's 3×3 convs smooth the 2×2 blocks.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, mode: str) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.mode = check_choice("upsample", mode, UPSAMPLE_MODES)
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        if self.mode == "nearest_conv":
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return F.interpolate(self.conv(x), scale_factor=2.0, mode="nearest")
 
 
 class Level(nn.Module):
@@ -296,7 +311,11 @@ class UNet(nn.Module):
             # each up ResBlock takes the running features concatenated with one skip from the way down
             self.up.append(Level([ch + w] + [2 * w] * (cfg.num_res_blocks - 1), w, emb, cfg, res[i] in cfg.attention_resolutions))
             ch = w
-            self.upsample.append(Upsample(w) if i > 0 else nn.Identity())
+            if i > 0:
+                ch = widths[i - 1] if cfg.upsample == "conv_nearest" else w
+                self.upsample.append(Upsample(w, ch, cfg.upsample))
+            else:
+                self.upsample.append(nn.Identity())
 
         self.out_norm = nn.GroupNorm(cfg.norm_groups, ch)
         self.out_conv = nn.Conv2d(ch, cfg.in_channels * p2, 3, padding=1)

@@ -1,0 +1,213 @@
+"""Training and sampling speed of the course U-Net against diffusers' UNet2DModel at equal size.
+
+Both networks get the same 32×32 single-channel batch (the chapter-04 digits). The course U-Net is
+the profile's digits preset (``UNetConfig.preset("digits-<profile>")``); diffusers' UNet2DModel is
+given its standard layout — block widths (c, 2c, 2c), one ResNet per block, attention in the
+lowest block, the first block at full 32×32 resolution, GroupNorm with 4 groups — with the width c chosen so that its parameter count is as close as
+possible to the course model's. The difference in speed therefore comes from *where* each network
+spends its parameters (see course_lib/models/unet.py): the course preset folds 2×2 pixel patches
+into channels (``patch_size=2``), so its widest blocks run at 8×8 and 4×4, where a parameter is cheap.
+
+Measurements are interleaved (course, diffusers, course, …) and medians are reported, so a noisy,
+shared machine affects both alike. Train = forward + backward + AdamW step; sample = one
+denoiser evaluation per image (a 50-step sampler makes 50 of them per picture).
+
+    python benchmarks/train_throughput.py [--profile cpu] [--device auto] [--batch-size 64]
+                                          [--rounds 5] [--compile] [--threads N] [--json]
+
+On CUDA both models run with bf16 autocast and channels_last; ``--compile`` wraps both in torch.compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from course_lib.models import UNet, count_parameters, digits_config
+from course_lib.settings import DEVICES, PROFILES, check_choice, get_device, resolve_profile
+
+
+def diffusers_unet(width: int, image_size: int = 32, channels: int = 1) -> nn.Module:
+    """diffusers' UNet2DModel in its usual small layout: widths (c, 2c, 2c), one ResNet per block, attention lowest."""
+    from diffusers import UNet2DModel  # benchmarks only: course_lib never imports diffusers
+
+    return UNet2DModel(
+        sample_size=image_size, in_channels=channels, out_channels=channels,
+        block_out_channels=(width, 2 * width, 2 * width), layers_per_block=1, norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    )
+
+
+def matched_diffusers(params: int) -> tuple[nn.Module, int]:
+    """The diffusers model (width a multiple of 4) whose parameter count is closest to ``params``."""
+    best: tuple[int, int] | None = None
+    for width in range(8, 257, 4):
+        n = count_parameters(diffusers_unet(width))
+        if best is None or abs(n - params) < abs(best[1] - params):
+            best = (width, n)
+        if n > params:
+            break
+    assert best is not None
+    return diffusers_unet(best[0]), best[0]
+
+
+class _Plain(nn.Module):
+    """Calls diffusers' model as ``model(x_t, t)`` and returns a tensor, like the course U-Net."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.inner(x, t).sample
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_steps(model: nn.Module, x: torch.Tensor, t: torch.Tensor, device: torch.device
+               ) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(one training step, one inference pass) closures on fixed inputs."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    amp = device.type == "cuda"
+
+    def train_step() -> None:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = (model(x, t).float() - x.float()).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sample_step() -> None:
+        with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            model(x, t)
+
+    return train_step, sample_step
+
+
+def timed(fn: Callable[[], None], iters: int, device: torch.device) -> float:
+    """Seconds per call of ``fn`` over ``iters`` calls."""
+    _sync(device)
+    tic = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - tic) / iters
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="auto", help=f"one of {PROFILES}")
+    ap.add_argument("--device", default="auto", help=f"one of {DEVICES}")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 16 (smoke), 64 (cpu), 256 (gpu)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (median reported)")
+    ap.add_argument("--iters", type=int, default=None, help="steps per round")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = ap.parse_args(argv)
+    profile = resolve_profile(check_choice("--profile", args.profile, PROFILES))
+    device = get_device(check_choice("--device", args.device, DEVICES))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch = args.batch_size or {"smoke": 16, "cpu": 64, "gpu": 256}[profile]
+    rounds = args.rounds or {"smoke": 2, "cpu": 5, "gpu": 5}[profile]
+    iters = args.iters or {"smoke": 1, "cpu": 3, "gpu": 20}[profile]
+    wall = time.perf_counter()
+    torch.manual_seed(0)
+
+    cfg = digits_config(profile)
+    course = UNet(cfg)
+    course_params = count_parameters(course)
+    diff_raw, width = matched_diffusers(course_params)
+    diff_params = count_parameters(diff_raw)
+    models = {"course": course, "diffusers": _Plain(diff_raw)}
+
+    x = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
+    t = torch.randint(0, 1000, (batch,), device=device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    steps = {}
+    for name, m in models.items():
+        m = m.to(device)
+        if device.type == "cuda":
+            m = m.to(memory_format=torch.channels_last)
+        if args.compile:
+            m = torch.compile(m)
+        steps[name] = make_steps(m, x, t, device)
+        for fn in steps[name]:  # warm-up (and compilation)
+            fn()
+            fn()
+
+    per_round: dict[str, dict[str, list[float]]] = {n: {"train": [], "sample": []} for n in models}
+    for _ in range(rounds):
+        for kind, k in (("train", 0), ("sample", 1)):
+            for name in models:
+                per_round[name][kind].append(batch / timed(steps[name][k], iters, device))
+
+    def med(name: str, kind: str) -> float:
+        return statistics.median(per_round[name][kind])
+
+    def ratio(kind: str) -> float:  # median of per-round ratios: robust when the machine's load drifts
+        return statistics.median(a / b for a, b in zip(per_round["course"][kind], per_round["diffusers"][kind]))
+
+    result = {
+        "benchmark": "train_throughput",
+        "profile": profile,
+        "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch_size": batch,
+        "rounds": rounds,
+        "compile": bool(args.compile),
+        "amp_bf16_channels_last": device.type == "cuda",
+        "course_config": cfg.to_dict(),
+        "diffusers_width": width,
+        "course_params": course_params,
+        "diffusers_params": diff_params,
+        "course_train_img_per_s": round(med("course", "train"), 2),
+        "diffusers_train_img_per_s": round(med("diffusers", "train"), 2),
+        "train_speedup": round(ratio("train"), 3),
+        "course_sample_img_per_s": round(med("course", "sample"), 2),
+        "diffusers_sample_img_per_s": round(med("diffusers", "sample"), 2),
+        "sample_speedup": round(ratio("sample"), 3),
+        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "wall_seconds": round(time.perf_counter() - wall, 2),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+    return result
+
+
+def print_table(r: dict) -> None:
+    print(f"device {r['device']} · profile {r['profile']} · batch {r['batch_size']} · torch {r['torch']} · "
+          f"threads {r['threads']} · compile {r['compile']} · load avg {r['load_average']}")
+    rows = [
+        ("model", "params", "train img/s", "sample img/s (1 eval)"),
+        ("course UNet (digits-" + r["profile"] + ")", f"{r['course_params'] / 1e6:.2f} M",
+         f"{r['course_train_img_per_s']:.1f}", f"{r['course_sample_img_per_s']:.1f}"),
+        (f"diffusers UNet2DModel (c={r['diffusers_width']})", f"{r['diffusers_params'] / 1e6:.2f} M",
+         f"{r['diffusers_train_img_per_s']:.1f}", f"{r['diffusers_sample_img_per_s']:.1f}"),
+        ("course / diffusers", "", f"{r['train_speedup']:.2f}×", f"{r['sample_speedup']:.2f}×"),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    print(f"({r['wall_seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
