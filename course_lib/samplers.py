@@ -465,6 +465,7 @@ def sample(
     clip_sample: bool | None = None,
     round_timesteps: bool = False,
     device: torch.device | str | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor | SampleResult:
     """Draw images from pure noise with any sampler (chapters 05–07). Returns (B, C, H, W), or a
     :class:`SampleResult` with ``return_trajectory=True``.
@@ -498,6 +499,10 @@ def sample(
     ``guidance_scale`` s ≠ 1, each step makes one batched call on [x, x] with labels [cond, −1] and
     combines the two halves with :func:`cfg_combine`. ``device``: default the model's parameters',
     else the generator's, else CPU.
+
+    ``noise``: the starting x_T (shaped ``shape``) instead of a fresh draw — e.g. the output of
+    :func:`ddim_invert` or a :func:`slerp` between two noises (chapter 06). ``generator`` then only
+    draws the per-step noise of ddpm / ddim with η > 0.
     """
     check_choice("sampler", sampler, SAMPLERS)
     T = s.num_timesteps
@@ -516,6 +521,9 @@ def sample(
     check_bool("return_trajectory", return_trajectory)
     guidance_scale = check_float("guidance_scale", guidance_scale)
     shape = _check_shape(shape)
+    if noise is not None and (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape):
+        got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+        raise ValueError(f"noise (the starting x_T) must be a tensor of shape {shape}, got {got}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     dev = _infer_device(model, generator, device)
@@ -532,7 +540,7 @@ def sample(
 
     model_fn = guided_model(model, cond, guidance_scale)
     with torch.no_grad():
-        z = _randn(shape, torch.empty(0, device=dev), generator)
+        z = _randn(shape, torch.empty(0, device=dev), generator) if noise is None else noise.to(dev)
         if discrete:
             return _sample_discrete(model_fn, s, z, sampler, num_steps, eta, spacing, prediction_type,
                                     clip_sample, generator, progress, return_trajectory)
@@ -589,3 +597,91 @@ def _sample_sigma(model_fn: ModelFn, s: NoiseSchedule, z: torch.Tensor, sampler:
     x = z * (1 + float(sigmas[0]) ** 2) ** 0.5  # x_σ = x_T/√ᾱ
     x = SIGMA_SOLVERS[sampler](denoiser, x, sigmas, progress=progress, callback=record if keep else None)
     return SampleResult(x, traj, x0s, denoiser.timestep(sigmas[:-1])) if keep else x
+
+
+# ============================================================================ moving around in noise space (chapter 06)
+def slerp(z0: torch.Tensor, z1: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
+    """Spherical linear interpolation between two noise tensors, row by row (dim 0 is the batch).
+
+    slerp(z₀, z₁; w) = sin((1−w)θ)/sin θ · z₀ + sin(wθ)/sin θ · z₁,  cos θ = ⟨z₀, z₁⟩/(‖z₀‖‖z₁‖)
+    (Shoemake 1985; for generative models White 2016, "Sampling Generative Networks"; the DDIM paper
+    interpolates x_T this way, Song et al. 2021, §5.3; chapter 06).
+
+    Why not a straight line: two independent N(0, I) draws in d dimensions both have length ≈ √d
+    and are almost perpendicular, so their midpoint (z₀ + z₁)/2 has length ≈ √(d/2) — a much too
+    quiet x_T that the model never saw. Along the arc the length stays ≈ √d.
+
+    ``weight``: a number, or a tensor (B,) with one weight per row; w = 0 gives z₀, w = 1 gives z₁.
+    Rows that are (nearly) parallel, where sin θ ≈ 0, fall back to the straight line.
+    """
+    if not isinstance(z0, torch.Tensor) or not isinstance(z1, torch.Tensor) or z0.shape != z1.shape or z0.dim() < 1:
+        got = [tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__ for z in (z0, z1)]
+        raise ValueError(f"z0 and z1 must be tensors of the same shape (B, ...), got {got[0]} and {got[1]}")
+    if isinstance(weight, torch.Tensor):
+        if weight.dim() != 1 or weight.shape[0] != z0.shape[0] or not weight.is_floating_point():
+            raise ValueError(f"weight as a tensor must be float of shape ({z0.shape[0]},), got {weight.dtype} "
+                             f"{tuple(weight.shape)}")
+        w = weight.to(z0.device, torch.float64)
+    else:
+        w = torch.full((z0.shape[0],), check_float("weight", weight), dtype=torch.float64, device=z0.device)
+    a, b = z0.flatten(1).double(), z1.flatten(1).double()  # (B, D)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-30)
+    theta = cos.clamp(-1.0, 1.0).acos()  # (B,)
+    sin = theta.sin()
+    parallel = sin.abs() < 1e-6
+    safe = torch.where(parallel, torch.ones_like(sin), sin)
+    c0 = torch.where(parallel, 1 - w, ((1 - w) * theta).sin() / safe)[:, None]  # (B, 1)
+    c1 = torch.where(parallel, w, (w * theta).sin() / safe)[:, None]
+    return (c0 * a + c1 * b).reshape(z0.shape).to(z0.dtype)
+
+
+def ddim_invert(
+    model: Callable[..., torch.Tensor],
+    s: NoiseSchedule,
+    x0: torch.Tensor,
+    *,
+    num_steps: int = 50,
+    spacing: str = "leading",
+    prediction_type: str = "epsilon",
+    progress: bool = False,
+    return_trajectory: bool = False,
+) -> torch.Tensor | SampleResult:
+    """Run deterministic DDIM backwards: a clean image x₀ → the noise x_T that DDIM turns back into it.
+
+    DDIM with η = 0 is an Euler step of an ODE (Song et al. 2021, "DDIM", §4.3, eq. 14), and an ODE
+    can be run either way. Each step goes *up* from level t to the next visited level t' > t:
+
+        x̂₀, ε̂ from model(x_t, t);   x_t' = √ᾱ_t' x̂₀ + √(1 − ᾱ_t') ε̂
+
+    — the η = 0 step of :func:`ddim_step` with t and t_prev swapped. The first step starts from the
+    clean image itself and asks the network at the first visited level. Inversion reads ε̂ at the
+    lower end of each step, the sampler at the upper end (where each of them starts), so the round trip ``sample(..., sampler="ddim", noise=ddim_invert(...))`` is exact only as the steps
+    shrink; the leftover error is what chapter 06 measures. ``num_steps`` and ``spacing`` must match
+    the sampler's. Returns x_T (the x_t scale, shaped like x₀), or a :class:`SampleResult` whose
+    trajectory runs from x₀ up to x_T and whose timesteps ascend.
+    """
+    T = s.num_timesteps
+    num_steps = check_int("num_steps", num_steps, min_value=1, max_value=T)
+    check_choice("spacing", spacing, SPACINGS)
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    check_bool("progress", progress)
+    check_bool("return_trajectory", return_trajectory)
+    if not isinstance(x0, torch.Tensor) or x0.dim() < 2 or not x0.is_floating_point():
+        got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must be a float tensor of images (B, C, H, W), got {got}")
+    model_fn = guided_model(model)
+    ts = timesteps(T, num_steps, spacing).flip(0)  # ascending t_0 < t_1 < … < t_{N−1}
+    x, traj, x0s = x0, [x0], []
+    with torch.no_grad():
+        for i in tqdm(range(num_steps), disable=not progress, desc="ddim inversion", leave=False):
+            t_from, t_to = int(ts[max(i - 1, 0)]), int(ts[i])  # step i: level t_{i−1} → t_i (i = 0: x₀ → t_0)
+            out = model_fn(x, torch.full((x.shape[0],), t_from, dtype=torch.long, device=x.device))
+            x0_hat, eps = split_prediction(s, out, x, t_from, prediction_type)
+            if i == 0:
+                x0_hat = x0  # the start is the clean image itself, not a noisy x_{t_0}
+            a_to = _coef(s.alphas_cumprod, t_to, x)
+            x = a_to.sqrt() * x0_hat + (1 - a_to).sqrt() * eps
+            if return_trajectory:
+                traj.append(x)
+                x0s.append(x0_hat)
+    return SampleResult(x, traj, x0s, ts) if return_trajectory else x

@@ -1,0 +1,102 @@
+"""Steps versus quality of the course's samplers on the chapter-04 digits model (chapter 06's table).
+
+In the spirit of the DDIM paper's Table 1 (Song et al. 2021): for DDPM with all 1,000 steps, DDIM at
+10/20/50/100 steps and Euler, Heun and DPM-Solver++(2M) at 10 and 20 network evaluations (NFE; Heun
+makes 2·steps − 1 of them), draw the same number of images from the same starting noises, time the
+sampling, and score the images with FID against the 1,000 real digits of the MNIST-5000 test split
+(``course_lib.metrics.fid``, the shipped digits feature network: real-vs-real ≈ 0.6, noise ≈ 97).
+The computation is ``course_lib.benchmarking.steps_vs_quality``, the same function chapter 06 calls.
+
+    python benchmarks/samplers.py [--profile auto] [--n-samples N] [--spacings] [--json]
+
+``--spacings`` adds every spacing (leading / trailing / linspace, and karras for the ODE solvers) at
+20 NFE. The target line reports the best sampler within 20 NFE against DDPM-1000 (goal: ≤ 1.1×).
+The model is ``training.digits_model(profile)``: loaded from runs/ when cached, trained otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from course_lib.benchmarking import (
+    SamplerConfig,
+    best_within,
+    format_table,
+    reference_fid,
+    samples_per_row,
+    steps_for_nfe,
+    steps_vs_quality,
+    table_configs,
+)
+from course_lib.data import load_mnist5000
+from course_lib.samplers import SIGMA_SPACINGS, SPACINGS
+from course_lib.settings import DEVICES, PROFILES, check_choice, get_device, resolve_profile
+from course_lib.training import digits_model
+
+TARGET_NFE = 20
+TARGET_RATIO = 1.1
+
+
+def spacing_configs(nfe: int = TARGET_NFE) -> list[SamplerConfig]:
+    """Every sampler except DDPM at ``nfe`` calls with every spacing it accepts."""
+    out = [SamplerConfig("ddim", nfe, sp) for sp in SPACINGS]
+    for sampler in ("euler", "heun", "dpmpp_2m"):
+        out += [SamplerConfig(sampler, steps_for_nfe(sampler, nfe), sp) for sp in SIGMA_SPACINGS]
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="auto", help=f"one of {PROFILES}")
+    ap.add_argument("--device", default="auto", help=f"one of {DEVICES}")
+    ap.add_argument("--n-samples", type=int, default=None, help="images per row (default by profile: smoke 8, cpu 1000, gpu 2000)")
+    ap.add_argument("--batch-size", type=int, default=250, help="images per sampler call")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--spacings", action="store_true", help="add every spacing at 20 NFE")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = ap.parse_args(argv)
+    profile = resolve_profile(check_choice("--profile", args.profile, PROFILES))
+    device = get_device(check_choice("--device", args.device, DEVICES))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n = args.n_samples or samples_per_row(profile)
+
+    tic = time.perf_counter()
+    model, schedule, info = digits_model(profile, device=device, progress=not args.json)
+    model.eval()
+    real = load_mnist5000("test", size=32).images.to(device)  # (1000, 1, 32, 32)
+    configs = table_configs()
+    if args.spacings:
+        configs += [c for c in spacing_configs() if c not in configs]
+    rows = steps_vs_quality(model, schedule, real, configs, n, args.seed, batch_size=args.batch_size,
+                            progress=not args.json)
+    best = best_within(rows, TARGET_NFE)
+    ratio = best["fid"] / reference_fid(rows)
+    result = {
+        "benchmark": "samplers", "profile": profile, "device": str(device), "threads": torch.get_num_threads(),
+        "n_samples": n, "n_real": real.shape[0], "seed": args.seed, "model_cached": info["cached"],
+        "wall_seconds": time.perf_counter() - tic,
+        "rows": [{k: r[k] for k in ("sampler", "steps", "nfe", "fid", "seconds", "spacing", "eta", "label")} for r in rows],
+        "target": {"nfe": TARGET_NFE, "best": best["label"], "best_fid": best["fid"], "reference_fid": reference_fid(rows),
+                   "ratio": ratio, "goal": TARGET_RATIO, "met": ratio <= TARGET_RATIO},
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"samplers on the {profile} digits model · device {device} · {n} images per row vs {real.shape[0]} real "
+              f"test digits · seed {args.seed}")
+        print(format_table(rows))
+        print(f"best within {TARGET_NFE} NFE: {best['label']} · FID {best['fid']:.3f} = {ratio:.2f}× DDPM-1000 "
+              f"(goal ≤ {TARGET_RATIO}×: {'met' if ratio <= TARGET_RATIO else 'NOT met'}) · "
+              f"wall {result['wall_seconds']:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,236 @@
+"""Steps versus quality: how many network calls each sampler needs for good pictures (chapter 06).
+
+The table of Song et al. 2021 ("DDIM"), Table 1, on the course's digits model: for each sampler and
+step count, draw ``n_samples`` images, time it, and score them with FID against real digits
+(:func:`course_lib.metrics.fid`). Chapter 06 and ``benchmarks/samplers.py`` both call
+:func:`steps_vs_quality`, so the notebook's table and the benchmark's are the same computation.
+
+Fair comparison: every row starts from the *same* starting noises (common random numbers: row-to-row
+differences are the samplers', not the luck of the draw) and scores the same number of images (FID
+is biased upwards at small n, by an amount that depends on n). The cost of a row is counted in
+network function evaluations (NFE), the quantity every fast-sampler paper compares at.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .samplers import DISCRETE_SAMPLERS, SAMPLERS, SIGMA_SPACINGS, SPACINGS, sample
+from .schedules import NoiseSchedule
+from .settings import check_choice, check_float, check_int, resolve_profile
+
+SAMPLER_NAMES: dict[str, str] = {
+    "ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM-Solver++(2M)",
+}
+
+
+def network_evaluations(sampler: str, num_steps: int) -> int:
+    """Network calls of ``num_steps`` steps: N for ddpm, ddim, euler and dpmpp_2m; 2N − 1 for heun
+    (its last step, to σ = 0, has no correction; Karras et al. 2022, Algorithm 1)."""
+    check_choice("sampler", sampler, SAMPLERS)
+    num_steps = check_int("num_steps", num_steps, min_value=1)
+    return 2 * num_steps - 1 if sampler == "heun" else num_steps
+
+
+def steps_for_nfe(sampler: str, nfe: int) -> int:
+    """The most steps ``sampler`` can take within ``nfe`` network calls (heun: ⌊(nfe + 1)/2⌋)."""
+    check_choice("sampler", sampler, SAMPLERS)
+    nfe = check_int("nfe", nfe, min_value=1)
+    return (nfe + 1) // 2 if sampler == "heun" else nfe
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """One row of the table: a sampler, its step count, where the steps go, and DDIM's η.
+
+    ``spacing``: ``leading`` | ``trailing`` | ``linspace`` for every sampler, ``karras`` too for
+    euler / heun / dpmpp_2m (see :func:`course_lib.samplers.sample`).
+    """
+
+    sampler: str
+    num_steps: int
+    spacing: str = "leading"
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_int("num_steps", self.num_steps, min_value=1)
+        check_choice("spacing", self.spacing, SPACINGS if self.sampler in DISCRETE_SAMPLERS else SIGMA_SPACINGS)
+        check_float("eta", self.eta, min_value=0.0, max_value=1.0)
+        if self.eta != 0.0 and self.sampler != "ddim":
+            raise ValueError(f"eta={self.eta} is only used by sampler='ddim'; leave eta=0 for {self.sampler!r}")
+
+    @property
+    def nfe(self) -> int:
+        """Network calls per image."""
+        return network_evaluations(self.sampler, self.num_steps)
+
+    @property
+    def label(self) -> str:
+        """A short name, e.g. ``DDIM-20 trailing`` or ``Heun-10 karras``."""
+        name = f"{SAMPLER_NAMES[self.sampler]}-{self.num_steps}"
+        if self.eta:
+            name += f" η={self.eta:g}"
+        return name if self.sampler == "ddpm" and self.num_steps >= 1000 else f"{name} {self.spacing}"
+
+
+def table_configs(
+    *, ddim_steps: Sequence[int] = (10, 20, 50, 100), fast_nfe: Sequence[int] = (10, 20),
+    ddim_spacing: str = "trailing", ode_spacing: str = "karras", num_train_timesteps: int = 1000,
+    ddpm_steps: int | None = None,
+) -> list[SamplerConfig]:
+    """The rows of the chapter-06 table: DDPM with every step (or ``ddpm_steps``, respaced: a quick
+    stand-in for the smoke profile), DDIM at ``ddim_steps``, and Euler, Heun and DPM-Solver++(2M) at
+    ``fast_nfe`` network calls (Heun: the most steps within that budget).
+
+    The spacings default to the ones that measured best on the cpu-profile digits model at 20 calls
+    (``benchmarks/samplers.py``; chapter 06 shows the comparison).
+    """
+    T = check_int("num_train_timesteps", num_train_timesteps, min_value=1)
+    ddpm_steps = T if ddpm_steps is None else check_int("ddpm_steps", ddpm_steps, min_value=1, max_value=T)
+    rows = [SamplerConfig("ddpm", ddpm_steps, "trailing" if ddpm_steps < T else "leading")]
+    rows += [SamplerConfig("ddim", check_int("ddim_steps", n, min_value=1, max_value=T), ddim_spacing) for n in ddim_steps]
+    for sampler in ("euler", "heun", "dpmpp_2m"):
+        rows += [SamplerConfig(sampler, steps_for_nfe(sampler, n), ode_spacing) for n in fast_nfe]
+    return rows
+
+
+def samples_per_row(profile: str = "auto") -> int:
+    """Images per table row for a profile: smoke 8 (only proves it runs), cpu 1,000 (the size of the
+    MNIST-5000 test split we compare against), gpu 2,000."""
+    return {"smoke": 8, "cpu": 1000, "gpu": 2000}[resolve_profile(profile)]
+
+
+def generate(
+    model: Callable[..., torch.Tensor], schedule: NoiseSchedule, config: SamplerConfig, noise: torch.Tensor, *,
+    seed: int = 0, batch_size: int = 250, progress: bool = False,
+) -> torch.Tensor:
+    """Images from the starting noises ``noise`` (N, C, H, W) with one sampler configuration, batch by batch.
+
+    The per-step noise of DDPM / DDIM with η > 0 comes from a generator seeded ``seed + 1 + batch``.
+    Returns the images on the CPU, clamped to [−1, 1] (as any image file would be).
+    """
+    if not isinstance(config, SamplerConfig):
+        raise ValueError(f"config must be a SamplerConfig, got {type(config).__name__}")
+    if not isinstance(noise, torch.Tensor) or noise.dim() != 4:
+        raise ValueError(f"noise must be starting noises (N, C, H, W), got {getattr(noise, 'shape', type(noise).__name__)}")
+    batch_size = check_int("batch_size", batch_size, min_value=1)
+    out = []
+    chunks = noise.split(batch_size)
+    for b, z in enumerate(tqdm(chunks, disable=not progress, desc=config.label, leave=False)):
+        images = sample(model, schedule, tuple(z.shape), sampler=config.sampler, num_steps=config.num_steps,
+                        eta=config.eta, spacing=config.spacing, noise=z, progress=False,
+                        generator=torch.Generator().manual_seed(seed + 1 + b))
+        out.append(images.clamp(-1.0, 1.0).cpu())
+    return torch.cat(out)
+
+
+def steps_vs_quality(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    real: torch.Tensor,
+    configs: Sequence[SamplerConfig],
+    n_samples: int,
+    seed: int = 0,
+    *,
+    batch_size: int = 250,
+    progress: bool = True,
+    fid_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
+) -> list[dict[str, Any]]:
+    """FID and wall time of each sampler configuration (chapter 06; Song et al. 2021, Table 1).
+
+    Draws ``n_samples`` starting noises once (from ``seed``), runs every configuration from those same
+    noises and scores the images with ``fid_fn(real, fake)`` (default :func:`course_lib.metrics.fid`
+    with the digits features; ``real`` NCHW in [−1, 1]). Returns one dict per configuration, in order:
+    ``label, sampler, steps, nfe, spacing, eta, fid, seconds`` — ``seconds`` is the sampling wall time
+    of all ``n_samples`` images (FID excluded), on the model's device.
+    """
+    n_samples = check_int("n_samples", n_samples, min_value=2)
+    seed = check_int("seed", seed, min_value=0)
+    configs = list(configs)
+    if not configs or not all(isinstance(c, SamplerConfig) for c in configs):
+        raise ValueError("configs must be a non-empty list of SamplerConfig (see table_configs())")
+    if not isinstance(real, torch.Tensor) or real.dim() != 4:
+        raise ValueError(f"real must be images (N, C, H, W) in [-1, 1], got {getattr(real, 'shape', type(real).__name__)}")
+    if fid_fn is None:
+        from .metrics import fid as fid_fn
+    noise = torch.randn((n_samples, *real.shape[1:]), generator=torch.Generator().manual_seed(seed))  # (N, C, H, W)
+    rows = []
+    for config in tqdm(configs, disable=not progress, desc="samplers", leave=False):
+        tic = time.perf_counter()
+        fake = generate(model, schedule, config, noise, seed=seed, batch_size=batch_size, progress=progress)
+        seconds = time.perf_counter() - tic
+        rows.append({"label": config.label, "sampler": config.sampler, "steps": config.num_steps, "nfe": config.nfe,
+                     "spacing": config.spacing, "eta": config.eta, "fid": float(fid_fn(real, fake.to(real.device))),
+                     "seconds": seconds})
+    return rows
+
+
+def reference_fid(rows: Sequence[dict[str, Any]]) -> float:
+    """The FID of the row with the most network calls (DDPM with every step, in the default table)."""
+    if not rows:
+        raise ValueError("rows is empty; pass the output of steps_vs_quality()")
+    return float(max(rows, key=lambda r: r["nfe"])["fid"])
+
+
+def best_within(rows: Sequence[dict[str, Any]], nfe: int) -> dict[str, Any]:
+    """The row with the lowest FID among those that use at most ``nfe`` network calls."""
+    nfe = check_int("nfe", nfe, min_value=1)
+    fitting = [r for r in rows if r["nfe"] <= nfe]
+    if not fitting:
+        raise ValueError(f"no row uses at most nfe={nfe} network calls; the cheapest uses {min(r['nfe'] for r in rows)}")
+    return min(fitting, key=lambda r: r["fid"])
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as a fixed-width text table, with each FID relative to the most expensive row."""
+    ref = reference_fid(rows)
+    lines = [f"{'sampler':<28} {'steps':>5} {'NFE':>5} {'FID':>8} {'× ref':>6} {'seconds':>8}", "-" * 65]
+    for r in rows:
+        rel = r["fid"] / ref if ref > 0 else math.nan
+        lines.append(f"{r['label']:<28} {r['steps']:>5} {r['nfe']:>5} {r['fid']:>8.3f} {rel:>6.2f} {r['seconds']:>8.1f}")
+    return "\n".join(lines)
+
+
+def plot_steps_vs_quality(rows: Sequence[dict[str, Any]], *, tolerance: float = 1.1, title: str | None = None):
+    """FID against network calls (left) and wall time against network calls (right), one line per
+    sampler, with the most expensive row's FID as a dashed line and its ×``tolerance`` band."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    tolerance = check_float("tolerance", tolerance, min_value=1.0)
+    ref = reference_fid(rows)
+    fig, (ax_q, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
+    groups: dict[str, list[dict[str, Any]]] = {}  # one line per (sampler, spacing, η)
+    for r in rows:
+        name = SAMPLER_NAMES[r["sampler"]] + ("" if r["sampler"] == "ddpm" else f" {r['spacing']}")
+        groups.setdefault(name + (f" η={r['eta']:g}" if r["eta"] else ""), []).append(r)
+    for name, group in groups.items():
+        group = sorted(group, key=lambda r: r["nfe"])
+        x = [r["nfe"] for r in group]
+        ax_q.plot(x, [r["fid"] for r in group], "o-", label=name)
+        ax_t.plot(x, [r["seconds"] for r in group], "o-", label=name)
+    ax_q.axhline(ref, color="k", ls="--", lw=1, label=f"most calls: FID {ref:.2f}")
+    ax_q.axhspan(ref, ref * tolerance, color="k", alpha=0.08, label=f"within ×{tolerance:g}")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 20, not 2×10¹
+    for ax, ylabel in ((ax_q, "FID (lower is better)"), (ax_t, "sampling wall time (s)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({r["nfe"] for r in rows}))
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("network evaluations per image (NFE)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    ax_q.legend(fontsize=8)
+    fig.suptitle(title or "steps versus quality")
+    fig.tight_layout()
+    return fig
