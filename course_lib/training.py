@@ -15,7 +15,8 @@ One step (Ho et al. 2020, Algorithm 1, generalised to three targets):
   *random initial* weights after 300 steps; the warm-up follows the model closely at first.
 - ``cond_drop_prob`` replaces a label by −1 ("no condition") with that probability, so the same
   network learns ε(x_t, ∅) too: classifier-free guidance (Ho & Salimans 2022, chapter 07).
-- bf16 autocast on CUDA; float32 on the CPU (bitwise reproducible).
+- bf16 autocast on CUDA GPUs that support it (Ampere and newer); float32 otherwise, and on the
+  CPU, where runs are bitwise reproducible.
 - Periodic atomic checkpoints (course_lib.checkpoints) hold the weights, EMA, optimizer state,
   loss history and the RNG states, so a run killed at any moment resumes *exactly*: the final
   weights equal those of an uninterrupted run, bit for bit on the CPU.
@@ -62,7 +63,7 @@ class TrainConfig:
     - ``cond_drop_prob``: chance of replacing a condition by "none" (classifier-free guidance).
     - ``checkpoint_every``: steps between checkpoints (0 = only at the end; needs a run_dir).
     - ``seed``: seeds the model's dropout and every random draw of the loop.
-    - ``amp``: bf16 autocast when training on CUDA (ignored on the CPU).
+    - ``amp``: bf16 autocast when training on a CUDA GPU that supports bf16 (float32 elsewhere).
     """
 
     steps: int = 1000
@@ -201,7 +202,16 @@ def _fingerprint(t: torch.Tensor) -> dict[str, Any]:
 
 
 def _schedule_id(schedule: NoiseSchedule) -> dict[str, Any]:
-    return {"name": schedule.name, "num_timesteps": schedule.num_timesteps, **{"betas": _fingerprint(schedule.betas)["sha256"]}}
+    """Name, length and a hash of the betas: enough to tell two schedules apart."""
+    return {"name": schedule.name, "num_timesteps": schedule.num_timesteps, "betas": _fingerprint(schedule.betas)["sha256"]}
+
+
+def _native_bf16() -> bool:
+    """True on CUDA GPUs with bf16 in hardware (Ampere and newer); a T4 only emulates it, slowly."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the keyword
+        return torch.cuda.is_bf16_supported()
 
 
 # ----------------------------------------------------------------------------- checkpoint state
@@ -330,7 +340,7 @@ def train(
     images_dev = images.to(dev)
     conds_dev = conds.to(dev) if conds is not None else None
     sched_dev = schedule.to(dev)
-    use_amp = config.amp and dev.type == "cuda"
+    use_amp = config.amp and dev.type == "cuda" and _native_bf16()
     n, T, B = images.shape[0], schedule.num_timesteps, config.batch_size
 
     from tqdm.auto import tqdm
@@ -385,6 +395,7 @@ def train(
 # ----------------------------------------------------------------------------- the chapter-04 digits model
 DIGITS_SCHEDULE = "cosine"
 DIGITS_NUM_CLASSES = 10
+COND_CPU_STEPS = 900  # the class-conditional digits model in the cpu profile: ≤ 5 min, ≥ 95 % with CFG
 
 
 def digits_train_config(profile: str = "auto", *, cond: bool = False) -> TrainConfig:
@@ -396,15 +407,21 @@ def digits_train_config(profile: str = "auto", *, cond: bool = False) -> TrainCo
     digit features, 1,000 samples with 50 DDIM steps, same CPU cost): this recipe 12.5; linear
     schedule 17.8; no Min-SNR 15.5; batch 128 for half the steps 32.7; lr 1e-3 much worse.
     ``cond=True`` adds condition dropout 0.1 so that the model supports classifier-free guidance.
+    In the ``cpu`` profile the conditional model trains half as many steps (900, about 5 minutes
+    on a 2-core CPU): guided with CFG at s = 3 it drew the requested digit 99 % of the time
+    (shipped classifier, 200 class-balanced samples, 20 DDIM steps; chapter 07).
     """
     check_bool("cond", cond)
+    prof = resolve_profile(profile)
     base = {
         "smoke": TrainConfig(steps=20, batch_size=16, lr=2e-3, warmup=5, checkpoint_every=10, min_snr_gamma=5.0),
         "cpu": TrainConfig(steps=1800, batch_size=64, lr=2e-3, warmup=100, checkpoint_every=300, min_snr_gamma=5.0),
         "gpu": TrainConfig(steps=5000, batch_size=128, lr=1e-3, warmup=250, checkpoint_every=1000, min_snr_gamma=5.0,
                            ema_decay=0.9995),
-    }[resolve_profile(profile)]
-    return replace(base, cond_drop_prob=0.1) if cond else base
+    }[prof]
+    if not cond:
+        return base
+    return replace(base, cond_drop_prob=0.1, steps=COND_CPU_STEPS if prof == "cpu" else base.steps)
 
 
 def digits_model(

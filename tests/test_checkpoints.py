@@ -133,7 +133,7 @@ def _python(args: list[str]) -> subprocess.Popen:
 def test_kill_9_during_training_then_rerun_resumes_exactly(tmp_path):
     """A real SIGKILL mid-run; the rerun continues from the last checkpoint and ends bit-identical."""
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = _python([str(killed), "0.05"])  # slowed down so that the kill lands mid-run
+    proc = _python([str(killed), "0.1"])  # slowed down so that the kill lands mid-run
     uninterrupted = _python([str(clean), "0"])
     deadline = time.time() + 60
     while not (killed / "checkpoint.json").exists():
