@@ -214,7 +214,8 @@ def print_table(r: dict) -> None:
     for row in rows:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
     print(f"({r['wall_seconds']:.0f} s)")
-    if r["device"] == "cpu" and r["load_average"] is not None and r["load_average"] > (os.cpu_count() or 1):
+    busy = r["load_average"] is not None and r["load_average"] > (os.cpu_count() or 1)
+    if r["device"] == "cpu" and r["threads"] > 1 and busy:
         print(f"note: the machine is busy (load average {r['load_average']} > {os.cpu_count()} cores); with several "
               "threads each parallel op waits for descheduled threads, so absolute numbers are low and noisy. "
               "--threads 1 gives steadier figures on a shared machine.")

@@ -443,7 +443,7 @@ def digits_model(
     (labels 0–9, −1 = no label) trained with condition dropout for classifier-free guidance.
 
     Returns ``(ema_model, schedule, info)`` with info keys ``train_seconds``, ``steps``,
-    ``config`` (the UNetConfig as a dict), ``train_config``, ``schedule``, ``profile``,
+    ``config`` (the UNetConfig as a dict), ``train_config``, ``schedule``, ``prediction_type``, ``profile``,
     ``run_dir``, ``losses`` and ``cached`` (True when nothing had to be trained).
     """
     from .data import load_mnist5000
@@ -464,7 +464,8 @@ def digits_model(
                    progress=progress)
     info = {
         "train_seconds": result.seconds, "steps": result.steps, "config": cfg.to_dict(),
-        "train_config": asdict(tcfg), "schedule": DIGITS_SCHEDULE, "profile": prof, "run_dir": str(run_dir),
+        "train_config": asdict(tcfg), "schedule": DIGITS_SCHEDULE, "prediction_type": tcfg.prediction_type,
+        "profile": prof, "run_dir": str(run_dir),
         "losses": result.losses, "cached": cached,
     }
     return result.ema_model, schedule, info
