@@ -227,3 +227,25 @@ def test_digits_model_trains_once_then_loads_from_its_verified_checkpoint(tmp_pa
     # a conditional model is a different recipe: the same directory refuses it, clearly
     with pytest.raises(CheckpointError, match="num_classes"):
         digits_model("smoke", cond=True, run_dir=tmp_path, device="cpu", progress=False)
+
+
+def test_train_throughput_benchmark_reports_json(capsys, monkeypatch):
+    """benchmarks/train_throughput.py in the smoke profile: one JSON object with the agreed keys."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    pytest.importorskip("diffusers")
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--profile", "smoke", "--device", "cpu", "--rounds", "1", "--threads", "1", "--json"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("device", "course_params", "diffusers_params", "course_train_img_per_s", "diffusers_train_img_per_s",
+                "train_speedup", "profile", "wall_seconds"):
+        assert key in out
+    assert out["profile"] == "smoke" and out["device"] == "cpu"
+    assert abs(out["diffusers_params"] - out["course_params"]) < 0.25 * out["course_params"]  # about equal size
+    assert out["course_train_img_per_s"] > 0 and out["diffusers_train_img_per_s"] > 0
