@@ -51,21 +51,44 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cond", action="store_true", help="also evaluate the class-conditional model (chapter 07)")
     ap.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale s for --cond (1 = unguided)")
+    ap.add_argument("--load-only", action="store_true", help="never train: load the EMA weights of whatever "
+                    "checkpoint runs/digits-<profile> holds (possibly unfinished), read-only, and report its step")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return ap.parse_args(argv)
 
 
+def load_read_only(profile: str, cond: bool, device: torch.device) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """The EMA model of the checkpoint in runs/digits-<profile>[-cond] as it is (finished or not); nothing is written."""
+    from course_lib.checkpoints import check_signature, load_checkpoint, state_dict_into
+    from course_lib.models.unet import UNet, digits_config
+    from course_lib.schedules import make_schedule
+    from course_lib.settings import runs_dir
+    from course_lib.training import DIGITS_NUM_CLASSES, DIGITS_SCHEDULE
+
+    run_dir = runs_dir() / (f"digits-{profile}" + ("-cond" if cond else ""))
+    model = UNet(digits_config(profile, num_classes=DIGITS_NUM_CLASSES if cond else None))
+    tensors, state = load_checkpoint(run_dir)  # sha256-verified
+    check_signature(state["model"], model)
+    state_dict_into(model, tensors, "ema.")
+    info = {"train_seconds": float(state["seconds"]), "steps": int(state["step"]), "cached": True, "run_dir": str(run_dir),
+            "planned_steps": int(state["train_config"]["steps"])}
+    return model.to(device).eval(), make_schedule(DIGITS_SCHEDULE), info
+
+
 def measure(profile: str, *, cond: bool, device: torch.device, real: torch.Tensor, n: int, sampler: str,
-            num_steps: int, seed: int, guidance_scale: float, progress: bool) -> dict[str, Any]:
+            num_steps: int, seed: int, guidance_scale: float, progress: bool, load_only: bool = False) -> dict[str, Any]:
     """Load (or train) one digits model and score it; training facts are merged into the result."""
-    model, schedule, info = digits_model(profile, cond=cond, device=device, progress=progress)
+    if load_only:
+        model, schedule, info = load_read_only(profile, cond, device)
+    else:
+        model, schedule, info = digits_model(profile, cond=cond, device=device, progress=progress)
     labels = torch.arange(n) % 10 if cond else None  # 0, 1, …, 9, 0, 1, …: equal shares of the classes
     scores = evaluate_model(model, schedule, real, n=n, sampler=sampler, num_steps=num_steps, seed=seed,
                             labels=labels, guidance_scale=guidance_scale if cond else 1.0, floor=not cond,
                             progress=progress)
     return {**scores, "train_seconds": info["train_seconds"], "train_steps": info["steps"], "cached": info["cached"],
-            "run_dir": info["run_dir"]}
+            "planned_steps": info.get("planned_steps", info["steps"]), "run_dir": info["run_dir"]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -84,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tic = time.perf_counter()
     real = load_mnist5000("train").images  # (4000, 1, 32, 32) in [-1, 1]
     kw = dict(device=device, real=real, n=n, sampler=args.sampler, num_steps=num_steps, seed=args.seed,
-              guidance_scale=args.guidance_scale, progress=not args.json)
+              guidance_scale=args.guidance_scale, progress=not args.json, load_only=args.load_only)
     result: dict[str, Any] = {"profile": profile, **measure(profile, cond=False, **kw)}
     if args.cond:
         result["cond"] = measure(profile, cond=True, **kw)
@@ -103,6 +126,9 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"{r['n_samples']} samples vs {r['n_samples']} real training digits · {r['sampler']}, {r['num_steps']} steps · "
           f"features: shipped digit classifier")
     rows = [("model", r)] + ([(f"class-conditional, s = {r['cond']['guidance_scale']:g}", r["cond"])] if "cond" in r else [])
+    for label, s in rows:
+        if s["train_steps"] < s["planned_steps"]:
+            print(f"NOTE: {label}: an UNFINISHED checkpoint, {s['train_steps']} of {s['planned_steps']} training steps")
     print(f"\n{'':>28} {'FID':>8} {'KID':>18} {'class acc':>10} {'train s':>9} {'sample s':>9}")
     for label, s in rows:
         acc = f"{s['class_accuracy']:.1%}" if "class_accuracy" in s else "—"
