@@ -10,7 +10,7 @@ The computation is ``course_lib.benchmarking.steps_vs_quality``, the same functi
     python benchmarks/samplers.py [--profile auto] [--n-samples N] [--spacings] [--json]
 
 ``--spacings`` adds every spacing (leading / trailing / linspace, and karras for the ODE solvers) at
-20 NFE. The target line reports the best sampler within 20 NFE against DDPM-1000 (goal: ≤ 1.1×).
+20 NFE, with the guess x̂₀ clamped to [−1, 1] and without. The target line reports the best sampler within 20 NFE against DDPM-1000 (goal: ≤ 1.1×).
 The model is ``training.digits_model(profile)``: loaded from runs/ when cached, trained otherwise.
 """
 
@@ -43,10 +43,12 @@ TARGET_RATIO = 1.1
 
 
 def spacing_configs(nfe: int = TARGET_NFE) -> list[SamplerConfig]:
-    """Every sampler except DDPM at ``nfe`` calls with every spacing it accepts."""
-    out = [SamplerConfig("ddim", nfe, sp) for sp in SPACINGS]
-    for sampler in ("euler", "heun", "dpmpp_2m"):
-        out += [SamplerConfig(sampler, steps_for_nfe(sampler, nfe), sp) for sp in SIGMA_SPACINGS]
+    """Every sampler except DDPM at ``nfe`` calls with every spacing it accepts, x̂₀ clamped or not."""
+    out = []
+    for clip in (True, False):
+        out += [SamplerConfig("ddim", nfe, sp, clip_sample=clip) for sp in SPACINGS]
+        for sampler in ("euler", "heun", "dpmpp_2m"):
+            out += [SamplerConfig(sampler, steps_for_nfe(sampler, nfe), sp, clip_sample=clip) for sp in SIGMA_SPACINGS]
     return out
 
 
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "samplers", "profile": profile, "device": str(device), "threads": torch.get_num_threads(),
         "n_samples": n, "n_real": real.shape[0], "seed": args.seed, "model_cached": info["cached"],
         "wall_seconds": time.perf_counter() - tic,
-        "rows": [{k: r[k] for k in ("sampler", "steps", "nfe", "fid", "seconds", "spacing", "eta", "label")} for r in rows],
+        "rows": [{k: r[k] for k in ("sampler", "steps", "nfe", "fid", "seconds", "spacing", "eta", "clip_sample", "label")}
+                 for r in rows],
         "target": {"nfe": TARGET_NFE, "best": best["label"], "best_fid": best["fid"], "reference_fid": reference_fid(rows),
                    "ratio": ratio, "goal": TARGET_RATIO, "met": ratio <= TARGET_RATIO},
     }

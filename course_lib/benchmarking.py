@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .samplers import DISCRETE_SAMPLERS, SAMPLERS, SIGMA_SPACINGS, SPACINGS, sample
 from .schedules import NoiseSchedule
-from .settings import check_choice, check_float, check_int, resolve_profile
+from .settings import check_bool, check_choice, check_float, check_int, resolve_profile
 
 SAMPLER_NAMES: dict[str, str] = {
     "ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM-Solver++(2M)",
@@ -47,16 +47,18 @@ def steps_for_nfe(sampler: str, nfe: int) -> int:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """One row of the table: a sampler, its step count, where the steps go, and DDIM's η.
+    """One row of the table: a sampler, its step count, where the steps go, DDIM's η, and clipping.
 
     ``spacing``: ``leading`` | ``trailing`` | ``linspace`` for every sampler, ``karras`` too for
-    euler / heun / dpmpp_2m (see :func:`course_lib.samplers.sample`).
+    euler / heun / dpmpp_2m. ``clip_sample``: clamp every guess x̂₀ to [−1, 1]; None = the sampler's
+    default (on for ddpm, off for the others). See :func:`course_lib.samplers.sample`.
     """
 
     sampler: str
     num_steps: int
     spacing: str = "leading"
     eta: float = 0.0
+    clip_sample: bool | None = None
 
     def __post_init__(self) -> None:
         check_choice("sampler", self.sampler, SAMPLERS)
@@ -65,6 +67,13 @@ class SamplerConfig:
         check_float("eta", self.eta, min_value=0.0, max_value=1.0)
         if self.eta != 0.0 and self.sampler != "ddim":
             raise ValueError(f"eta={self.eta} is only used by sampler='ddim'; leave eta=0 for {self.sampler!r}")
+        if self.clip_sample is not None:
+            check_bool("clip_sample", self.clip_sample)
+
+    @property
+    def clips(self) -> bool:
+        """Whether x̂₀ is clamped (``clip_sample``, or the sampler's default)."""
+        return self.sampler == "ddpm" if self.clip_sample is None else self.clip_sample
 
     @property
     def nfe(self) -> int:
@@ -73,31 +82,42 @@ class SamplerConfig:
 
     @property
     def label(self) -> str:
-        """A short name, e.g. ``DDIM-20 trailing`` or ``Heun-10 karras``."""
+        """A short name, e.g. ``DDIM-20 trailing`` or ``Heun-10 karras clip`` (clip: only when not the default)."""
         name = f"{SAMPLER_NAMES[self.sampler]}-{self.num_steps}"
         if self.eta:
             name += f" η={self.eta:g}"
-        return name if self.sampler == "ddpm" and self.num_steps >= 1000 else f"{name} {self.spacing}"
+        if not (self.sampler == "ddpm" and self.num_steps >= 1000):
+            name += f" {self.spacing}"
+        if self.clips != (self.sampler == "ddpm"):
+            name += " clip" if self.clips else " no-clip"
+        return name
 
 
 def table_configs(
     *, ddim_steps: Sequence[int] = (10, 20, 50, 100), fast_nfe: Sequence[int] = (10, 20),
-    ddim_spacing: str = "trailing", ode_spacing: str = "karras", num_train_timesteps: int = 1000,
-    ddpm_steps: int | None = None,
+    ddim_spacing: str = "trailing", ode_spacing: str = "karras", clip_sample: bool = True,
+    num_train_timesteps: int = 1000, ddpm_steps: int | None = None,
 ) -> list[SamplerConfig]:
     """The rows of the chapter-06 table: DDPM with every step (or ``ddpm_steps``, respaced: a quick
     stand-in for the smoke profile), DDIM at ``ddim_steps``, and Euler, Heun and DPM-Solver++(2M) at
     ``fast_nfe`` network calls (Heun: the most steps within that budget).
 
-    The spacings default to the ones that measured best on the cpu-profile digits model at 20 calls
-    (``benchmarks/samplers.py``; chapter 06 shows the comparison).
+    Every row starts at t = T−1 (trailing / karras spacing) and, with ``clip_sample=True``, clamps the
+    guess x̂₀ to [−1, 1] as DDPM does. Both matter for an ε-prediction model on the cosine schedule:
+    at t = T−1 its guess divides by √ᾱ ≈ 5·10⁻⁵, and one unclamped wild guess ruins a 20-step run,
+    while starting later (leading spacing) begins from static at the wrong noise level. Clamping x̂₀
+    is the static thresholding that DPM-Solver++ allows because it works with x̂₀ (Lu et al. 2022, §4).
+    Chapter 06 and ``benchmarks/samplers.py --spacings`` show the measurements behind these defaults.
     """
     T = check_int("num_train_timesteps", num_train_timesteps, min_value=1)
+    check_bool("clip_sample", clip_sample)
     ddpm_steps = T if ddpm_steps is None else check_int("ddpm_steps", ddpm_steps, min_value=1, max_value=T)
     rows = [SamplerConfig("ddpm", ddpm_steps, "trailing" if ddpm_steps < T else "leading")]
-    rows += [SamplerConfig("ddim", check_int("ddim_steps", n, min_value=1, max_value=T), ddim_spacing) for n in ddim_steps]
+    rows += [SamplerConfig("ddim", check_int("ddim_steps", n, min_value=1, max_value=T), ddim_spacing,
+                           clip_sample=clip_sample) for n in ddim_steps]
     for sampler in ("euler", "heun", "dpmpp_2m"):
-        rows += [SamplerConfig(sampler, steps_for_nfe(sampler, n), ode_spacing) for n in fast_nfe]
+        rows += [SamplerConfig(sampler, steps_for_nfe(sampler, n), ode_spacing, clip_sample=clip_sample)
+                 for n in fast_nfe]
     return rows
 
 
@@ -125,7 +145,7 @@ def generate(
     chunks = noise.split(batch_size)
     for b, z in enumerate(tqdm(chunks, disable=not progress, desc=config.label, leave=False)):
         images = sample(model, schedule, tuple(z.shape), sampler=config.sampler, num_steps=config.num_steps,
-                        eta=config.eta, spacing=config.spacing, noise=z, progress=False,
+                        eta=config.eta, spacing=config.spacing, clip_sample=config.clips, noise=z, progress=False,
                         generator=torch.Generator().manual_seed(seed + 1 + b))
         out.append(images.clamp(-1.0, 1.0).cpu())
     return torch.cat(out)
@@ -148,7 +168,7 @@ def steps_vs_quality(
     Draws ``n_samples`` starting noises once (from ``seed``), runs every configuration from those same
     noises and scores the images with ``fid_fn(real, fake)`` (default :func:`course_lib.metrics.fid`
     with the digits features; ``real`` NCHW in [−1, 1]). Returns one dict per configuration, in order:
-    ``label, sampler, steps, nfe, spacing, eta, fid, seconds`` — ``seconds`` is the sampling wall time
+    ``label, sampler, steps, nfe, spacing, eta, clip_sample, fid, seconds`` — ``seconds`` is the sampling wall time
     of all ``n_samples`` images (FID excluded), on the model's device.
     """
     n_samples = check_int("n_samples", n_samples, min_value=2)
@@ -167,7 +187,8 @@ def steps_vs_quality(
         fake = generate(model, schedule, config, noise, seed=seed, batch_size=batch_size, progress=progress)
         seconds = time.perf_counter() - tic
         rows.append({"label": config.label, "sampler": config.sampler, "steps": config.num_steps, "nfe": config.nfe,
-                     "spacing": config.spacing, "eta": config.eta, "fid": float(fid_fn(real, fake.to(real.device))),
+                     "spacing": config.spacing, "eta": config.eta, "clip_sample": config.clips,
+                     "fid": float(fid_fn(real, fake.to(real.device))),
                      "seconds": seconds})
     return rows
 
@@ -210,7 +231,10 @@ def plot_steps_vs_quality(rows: Sequence[dict[str, Any]], *, tolerance: float = 
     groups: dict[str, list[dict[str, Any]]] = {}  # one line per (sampler, spacing, η)
     for r in rows:
         name = SAMPLER_NAMES[r["sampler"]] + ("" if r["sampler"] == "ddpm" else f" {r['spacing']}")
-        groups.setdefault(name + (f" η={r['eta']:g}" if r["eta"] else ""), []).append(r)
+        name += f" η={r['eta']:g}" if r["eta"] else ""
+        if r.get("clip_sample", r["sampler"] == "ddpm") != (r["sampler"] == "ddpm"):
+            name += " clip" if r["clip_sample"] else " no-clip"
+        groups.setdefault(name, []).append(r)
     for name, group in groups.items():
         group = sorted(group, key=lambda r: r["nfe"])
         x = [r["nfe"] for r in group]

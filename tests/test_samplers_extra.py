@@ -131,6 +131,11 @@ def test_sampler_config_validation_and_table():
     assert [c.num_steps for c in rows if c.sampler == "ddim"] == [10, 20, 50, 100]
     for sampler in ("euler", "heun", "dpmpp_2m"):
         assert [c.nfe for c in rows if c.sampler == sampler] in ([10, 20], [9, 19])
+    assert all(c.clips for c in rows) and rows[1].label == "DDIM-10 trailing clip"
+    assert SamplerConfig("ddim", 10).clips is False and SamplerConfig("ddpm", 1000).clips is True
+    assert SamplerConfig("ddpm", 1000, clip_sample=False).label == "DDPM-1000 no-clip"
+    with pytest.raises(ValueError, match="clip_sample"):
+        SamplerConfig("ddim", 10, clip_sample="yes")
 
 
 def test_steps_vs_quality_shares_starting_noise_and_counts_calls(s):
