@@ -56,6 +56,8 @@ def run_notebook(src: Path | str, dest: Path | str, *, profile: str = "auto", lo
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # figures must render inline even when the caller runs headless with MPLBACKEND=Agg
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     pm.execute_notebook(
         str(src), str(dest), parameters={"profile": profile, **parameters}, kernel_name="python3",
         cwd=str(Path(src).resolve().parent), log_output=log_output, progress_bar=False,
