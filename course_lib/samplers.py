@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .forward import PREDICTION_TYPES, _coef, posterior_between, split_prediction, split_prediction_at
+from .guidance import cfg_combine, cfg_model  # noqa: F401  (cfg_combine: re-exported, it lived here first)
 from .schedules import NoiseSchedule
 from .settings import check_bool, check_choice, check_float, check_int
 
@@ -365,48 +366,32 @@ SIGMA_SOLVERS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 # ============================================================================ guidance and the model call
-def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """Classifier-free guidance: ε̃ = ε_∅ + s·(ε_c − ε_∅) (Ho & Salimans 2022, eq. 6, w = s − 1; chapter 07).
-
-    s = 1 is the plain conditional model. Because x̂₀ and v are affine in ε at fixed (x_t, t), the same
-    combination is correct for x₀- and v-prediction outputs.
-    """
-    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-
-
 def guided_model(model: Callable[..., torch.Tensor], cond: torch.Tensor | None = None,
                  guidance_scale: float = 1.0) -> ModelFn:
     """``model`` as a function (x_t, t) → output, with classifier-free guidance and a shape check.
 
     Convention: ``cond`` is a LongTensor of class labels (B,); the label ``NULL_LABEL`` (−1) means "no
     condition" (the empty token). With ``cond`` given and s ≠ 1 each call is ONE batched call
-    ``model(cat[x, x], cat[t, t], cond=cat[cond, −1…])`` whose halves are combined by :func:`cfg_combine`.
+    ``model(cat[x, x], cat[t, t], cond=cat[cond, −1…])`` whose halves are combined by :func:`cfg_combine`
+    (both from :mod:`course_lib.guidance`: :func:`~course_lib.guidance.cfg_model`).
     With ``cond=None`` the model is called as ``model(x_t, t)``. The first call checks that the output is
     shaped like x_t and raises ValueError naming both shapes otherwise.
     """
     guided = cond is not None and guidance_scale != 1.0
+    net = cfg_model(model, guidance_scale) if guided else model  # course_lib.guidance: one batched call
     checked = False
 
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         nonlocal checked
-        if guided:
-            null = torch.full_like(cond, NULL_LABEL)
-            x_in = torch.cat([x, x])  # (2B, C, H, W): conditional half, then unconditional half
-            out = model(x_in, torch.cat([t, t]), cond=torch.cat([cond, null]))
-        else:
-            x_in = x
-            out = model(x, t) if cond is None else model(x, t, cond=cond)
+        out = net(x, t) if cond is None else net(x, t, cond=cond)
         if not checked:
-            if not isinstance(out, torch.Tensor) or out.shape != x_in.shape:
+            if not isinstance(out, torch.Tensor) or out.shape != x.shape:
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise ValueError(
-                    f"the model returned shape {got} for an input x_t of shape {tuple(x_in.shape)}; "
+                    f"the model returned shape {got} for an input x_t of shape {tuple(x.shape)}; "
                     "a denoiser must return a tensor shaped like x_t"
                 )
             checked = True
-        if guided:
-            out_cond, out_uncond = out.chunk(2)
-            return cfg_combine(out_uncond, out_cond, guidance_scale)
         return out
 
     return call
@@ -519,7 +504,7 @@ def sample(
     check_bool("round_timesteps", round_timesteps)
     check_bool("progress", progress)
     check_bool("return_trajectory", return_trajectory)
-    guidance_scale = check_float("guidance_scale", guidance_scale)
+    guidance_scale = check_float("guidance_scale", guidance_scale, min_value=0.0)
     shape = _check_shape(shape)
     if noise is not None and (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape):
         got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
