@@ -20,15 +20,6 @@ from course_lib.models import (
 from course_lib.schedules import make_schedule
 from course_lib.training import diffusion_loss
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and a shared machine makes two threads erratic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def _batch(cfg: UNetConfig, b: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(b, cfg.in_channels, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(seed))

@@ -29,12 +29,8 @@ PROMPTS = ["a cat wearing a red hat", "a dog with no hat", "a dog on a blue back
 
 
 @pytest.fixture(autouse=True)
-def one_thread_and_close_figures():
-    """Tiny models run fastest on one thread (no thread hand-offs; a shared CI box stays responsive)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def close_figures():
     yield
-    torch.set_num_threads(threads)
     plt.close("all")
 
 

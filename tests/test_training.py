@@ -24,15 +24,6 @@ from course_lib.training import (
     train,
 )
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and a shared machine makes two threads erratic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 TINY = UNetConfig.preset("tiny")
 
 
