@@ -56,7 +56,7 @@ from .forward import PREDICTION_TYPES, split_prediction_at
 from .models.embeddings import EMPTY_LABEL
 from .models.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
 from .schedules import NoiseSchedule, broadcast_to
-from .settings import check_bool, check_choice, check_float, check_int, get_device, resolve_profile
+from .settings import check_bool, check_choice, check_float, check_int, get_device, resolve_profile, runs_dir
 
 Denoiser = Callable[..., torch.Tensor]  # model(x_t, t, cond=None) -> tensor shaped like x_t
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
@@ -460,7 +460,7 @@ def digits_noisy_classifier(
         raise ValueError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
     cfg = NoisyClassifierConfig.preset("digits")
     tcfg = classifier_train_config(prof)
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / f"noisy-classifier-{prof}"
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"noisy-classifier-{prof}"
     dev = torch.device(device) if isinstance(device, torch.device) else get_device(device or "auto")
     torch.manual_seed(tcfg.seed)  # the initial weights are part of the recipe
     classifier = NoisyClassifier(cfg)

@@ -42,7 +42,7 @@ from .models.text import PromptDenoiser, TextEncoder, TextEncoderConfig
 from .models.unet import UNet, UNetConfig
 from .samplers import SAMPLERS, sample
 from .schedules import NoiseSchedule, make_schedule
-from .settings import check_bool, check_choice, check_float, check_int, get_device, resolve_profile
+from .settings import check_bool, check_choice, check_float, check_int, get_device, resolve_profile, runs_dir
 from .training import TrainConfig, train
 
 Sampler = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m"]
@@ -172,7 +172,7 @@ def prompt_model(
         _resolve_combo(combo)  # a typo fails here, naming the allowed values
     recipe = prompt_recipe(prof)
     dev = torch.device(device) if isinstance(device, torch.device) else get_device(device or "auto")
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / f"prompts-{prof}{_exclude_slug(exclude)}"
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"prompts-{prof}{_exclude_slug(exclude)}"
     data = make_hats_dataset(recipe.num_images, size=recipe.unet.image_size, seed=DATA_SEED, exclude=exclude)
     tokens = tokenize(data.captions)  # (N, MAX_PROMPT_LENGTH)
     schedule = make_schedule(PROMPT_SCHEDULE)
