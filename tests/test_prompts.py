@@ -181,7 +181,7 @@ def test_score_prompts_on_real_pictures():
 
 def test_prompt_benchmark_smoke(tmp_path, monkeypatch):
     monkeypatch.delenv("COURSE_PROFILE", raising=False)
-    monkeypatch.chdir(tmp_path)  # the cache goes to ./runs
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))  # a fresh cache, outside the checkout
     result = prompt_benchmark("smoke", device="cpu", guidance_scale=2.0)
     assert 0.0 <= result["prompt_accuracy"] <= 1.0 and 0.0 <= result["unseen_prompt_accuracy"] <= 1.0
     assert result["guidance_scale"] == 2.0 and result["prompt_train_seconds"] > 0
