@@ -184,8 +184,12 @@ def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
 
 # ----------------------------------------------------------------------------- single models
 def save_weights(model: nn.Module, path: str | os.PathLike) -> str:
-    """Save one model's weights (safetensors, its signature in the metadata) atomically; return the sha256."""
-    meta = {"signature": json.dumps(model_signature(model)), "format_version": str(FORMAT_VERSION)}
+    """Save one model's weights (safetensors, its signature in the metadata) atomically; return the sha256.
+
+    The same weights always give the same bytes, hence the same sha256: the metadata is a single
+    key, because safetensors writes a metadata map with several keys in a random order.
+    """
+    meta = {"signature": json.dumps({**model_signature(model), "format_version": FORMAT_VERSION})}
     return atomic_save_tensors(path, dict(model.state_dict()), metadata=meta)
 
 

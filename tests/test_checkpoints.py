@@ -78,6 +78,12 @@ def test_save_and_load_weights(tmp_path):
         load_weights(_model(), tmp_path / "w.safetensors", sha256="0" * 64)
 
 
+def test_save_weights_is_deterministic(tmp_path):
+    """Identical weights give identical files: a sha256 printed in a notebook is reproducible."""
+    digests = {save_weights(_model(), tmp_path / f"w{i}.safetensors") for i in range(8)}
+    assert len(digests) == 1
+
+
 def test_resume_in_process_equals_an_uninterrupted_run(tmp_path):
     full = _run(tmp_path / "a", steps=8, every=3)
 
