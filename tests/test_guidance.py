@@ -32,14 +32,6 @@ from course_lib.training import DIGITS_SCHEDULE
 SHAPE = (4, 1, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sched():
     return make_schedule("linear", 1000)
