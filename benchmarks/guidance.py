@@ -19,18 +19,16 @@ when that module exists; otherwise its two keys are null.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import time
 
 import torch
 
+from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, load_average, run_conditions
 from course_lib.data import load_mnist5000
 from course_lib.guidance import check_guidance_scale, guidance_sweep
 from course_lib.samplers import SAMPLERS
-from course_lib.settings import DEVICES, PROFILES, check_choice, check_int, get_device, resolve_profile
+from course_lib.settings import check_choice, check_int
 from course_lib.training import digits_model
 
 
@@ -58,27 +56,20 @@ def prompt_part(profile: str, device: torch.device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="auto", help=f"one of {PROFILES}")
-    ap.add_argument("--device", default="auto", help=f"one of {DEVICES}")
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--scales", default="0,1,2,3,5,8", help="guidance scales s (s = 1: unguided conditional)")
     ap.add_argument("--per-class", type=int, default=None, help="samples per digit (default 2 smoke, 50 cpu, 200 gpu)")
     ap.add_argument("--real", type=int, default=1000, help="real test digits for FID (at most 1000)")
     ap.add_argument("--sampler", default="ddim", help=f"one of {SAMPLERS}")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default 4 smoke, 20 cpu, 50 gpu)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--no-prompts", action="store_true", help="skip the prompt (chapter 08) part")
-    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args(argv)
-    profile = resolve_profile(check_choice("--profile", args.profile, PROFILES))
-    device = get_device(check_choice("--device", args.device, DEVICES))
+    profile, device = apply_common(args)
     scales = parse_scales(args.scales)
     sampler = check_choice("--sampler", args.sampler, SAMPLERS)
     per_class = check_int("--per-class", args.per_class or {"smoke": 2, "cpu": 50, "gpu": 200}[profile], min_value=1)
     steps = check_int("--steps", args.steps or {"smoke": 4, "cpu": 20, "gpu": 50}[profile], min_value=1, max_value=1000)
     n_real = check_int("--real", args.real, min_value=2, max_value=1000)
-    if args.threads:
-        torch.set_num_threads(check_int("--threads", args.threads, min_value=1))
     wall = time.perf_counter()
 
     model, schedule, info = digits_model(profile, cond=True, device=device, progress=not args.json)
@@ -89,9 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "guidance",
         "profile": profile,
-        "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        **run_conditions(device),
         "train_seconds": round(info["train_seconds"], 2),
         "train_steps": info["steps"],
         "train_cached": info["cached"],
@@ -104,14 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
                   for p in sweep],
         "best_class_accuracy": round(max(p.class_accuracy for p in sweep), 4),
         **prompts,
-        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "wall_seconds": round(time.perf_counter() - wall, 2),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
-    return result
+    return emit(result, args.json, print_table)
 
 
 def print_table(r: dict) -> None:

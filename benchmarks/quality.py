@@ -30,10 +30,11 @@ from typing import Any
 
 import torch
 
+from course_lib.benchmark_cli import apply_common, benchmark_parser, run_conditions
 from course_lib.data import load_mnist5000
 from course_lib.metrics import evaluate_model
 from course_lib.samplers import SAMPLERS
-from course_lib.settings import DEVICES, PROFILES, check_choice, check_float, check_int, get_device, resolve_profile
+from course_lib.settings import check_choice, check_float, check_int
 from course_lib.training import digits_model
 
 DEFAULT_N = {"smoke": 50, "cpu": 1000, "gpu": 2000}
@@ -41,9 +42,7 @@ DEFAULT_STEPS = {"smoke": 5, "cpu": 50, "gpu": 50}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="auto", help=f"one of {PROFILES}")
-    ap.add_argument("--device", default="auto", help=f"one of {DEVICES}")
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--n", type=int, default=None, help="samples (and real digits) per set; default by profile "
                     f"{DEFAULT_N}; at most 2,000 (the floor needs 2n of the 4,000 training digits)")
     ap.add_argument("--sampler", default="ddim", help=f"one of {SAMPLERS}")
@@ -53,8 +52,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale s for --cond (1 = unguided)")
     ap.add_argument("--load-only", action="store_true", help="never train: load the EMA weights of whatever "
                     "checkpoint runs/digits-<profile> holds (possibly unfinished), read-only, and report its step")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return ap.parse_args(argv)
 
 
@@ -93,17 +90,13 @@ def measure(profile: str, *, cond: bool, device: torch.device, real: torch.Tenso
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
-    profile = resolve_profile(check_choice("--profile", args.profile, PROFILES))
-    check_choice("--device", args.device, DEVICES)
+    profile, device = apply_common(args, cpu_for_smoke=True)
     check_choice("--sampler", args.sampler, SAMPLERS)
     n = check_int("--n", args.n if args.n is not None else DEFAULT_N[profile], min_value=10, max_value=2000)
     num_steps = check_int("--num-steps", args.num_steps if args.num_steps is not None else DEFAULT_STEPS[profile],
                           min_value=1, max_value=1000)
     check_int("--seed", args.seed, min_value=0)
     check_float("--guidance-scale", args.guidance_scale, min_value=0.0)
-    if args.threads is not None:
-        torch.set_num_threads(check_int("--threads", args.threads, min_value=1))
-    device = torch.device("cpu") if profile == "smoke" and args.device == "auto" else get_device(args.device)
     tic = time.perf_counter()
     real = load_mnist5000("train").images  # (4000, 1, 32, 32) in [-1, 1]
     kw = dict(device=device, real=real, n=n, sampler=args.sampler, num_steps=num_steps, seed=args.seed,
@@ -111,9 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"profile": profile, **measure(profile, cond=False, **kw)}
     if args.cond:
         result["cond"] = measure(profile, cond=True, **kw)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    result.update(device=f"{device.type} ({name})" if device.type == "cuda" else name,
-                  threads=torch.get_num_threads(), torch=torch.__version__, wall_seconds=time.perf_counter() - tic)
+    result.update(**run_conditions(device), wall_seconds=time.perf_counter() - tic)
     if args.json:
         print(json.dumps(result))
     else:

@@ -16,13 +16,10 @@ The model is ``training.digits_model(profile)``: loaded from runs/ when cached, 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 
-import torch
-
+from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.benchmarking import (
     SamplerConfig,
     best_within,
@@ -35,7 +32,6 @@ from course_lib.benchmarking import (
 )
 from course_lib.data import load_mnist5000
 from course_lib.samplers import SIGMA_SPACINGS, SPACINGS
-from course_lib.settings import DEVICES, PROFILES, check_choice, get_device, resolve_profile
 from course_lib.training import digits_model
 
 TARGET_NFE = 20
@@ -53,20 +49,13 @@ def spacing_configs(nfe: int = TARGET_NFE) -> list[SamplerConfig]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="auto", help=f"one of {PROFILES}")
-    ap.add_argument("--device", default="auto", help=f"one of {DEVICES}")
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--n-samples", type=int, default=None, help="images per row (default by profile: smoke 8, cpu 1000, gpu 2000)")
     ap.add_argument("--batch-size", type=int, default=250, help="images per sampler call")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--spacings", action="store_true", help="add every spacing at 20 NFE")
-    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args(argv)
-    profile = resolve_profile(check_choice("--profile", args.profile, PROFILES))
-    device = get_device(check_choice("--device", args.device, DEVICES))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    profile, device = apply_common(args)
     n = args.n_samples or samples_per_row(profile)
 
     tic = time.perf_counter()
@@ -81,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     best = best_within(rows, TARGET_NFE)
     ratio = best["fid"] / reference_fid(rows)
     result = {
-        "benchmark": "samplers", "profile": profile, "device": str(device), "threads": torch.get_num_threads(),
+        "benchmark": "samplers", "profile": profile, **run_conditions(device),
         "n_samples": n, "n_real": real.shape[0], "seed": args.seed, "model_cached": info["cached"],
         "wall_seconds": time.perf_counter() - tic,
         "rows": [{k: r[k] for k in ("sampler", "steps", "nfe", "fid", "seconds", "spacing", "eta", "clip_sample", "label")}
@@ -89,17 +78,17 @@ def main(argv: list[str] | None = None) -> dict:
         "target": {"nfe": TARGET_NFE, "best": best["label"], "best_fid": best["fid"], "reference_fid": reference_fid(rows),
                    "ratio": ratio, "goal": TARGET_RATIO, "met": ratio <= TARGET_RATIO},
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"samplers on the {profile} digits model · device {device} · {n} images per row vs {real.shape[0]} real "
-              f"test digits · seed {args.seed}")
-        print(format_table(rows))
-        print(f"best within {TARGET_NFE} NFE: {best['label']} · FID {best['fid']:.3f} = {ratio:.2f}× DDPM-1000 "
-              f"(goal ≤ {TARGET_RATIO}×: {'met' if ratio <= TARGET_RATIO else 'NOT met'}) · "
-              f"wall {result['wall_seconds']:.0f} s")
-    return result
+    return emit(result, args.json, print_table)
 
+
+def print_table(r: dict) -> None:
+    t = r["target"]
+    print(f"samplers on the {r['profile']} digits model · device {r['device']} · threads {r['threads']} · "
+          f"load avg {r['load_average']} · {r['n_samples']} images per row vs {r['n_real']} real test digits · "
+          f"seed {r['seed']}")
+    print(format_table(r["rows"]))
+    print(f"best within {t['nfe']} NFE: {t['best']} · FID {t['best_fid']:.3f} = {t['ratio']:.2f}× DDPM-1000 "
+          f"(goal ≤ {t['goal']}×: {'met' if t['met'] else 'NOT met'}) · wall {r['wall_seconds']:.0f} s")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -27,8 +27,6 @@ On CUDA both models run with bf16 autocast and channels_last; ``--compile`` wrap
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -38,8 +36,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, load_average, run_conditions
 from course_lib.models import UNet, count_parameters, digits_config
-from course_lib.settings import DEVICES, PROFILES, check_choice, get_device, resolve_profile
 
 
 def diffusers_unet(width: int, image_size: int = 32, channels: int = 1) -> nn.Module:
@@ -114,20 +112,13 @@ def timed(fn: Callable[[], None], iters: int, device: torch.device) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="auto", help=f"one of {PROFILES}")
-    ap.add_argument("--device", default="auto", help=f"one of {DEVICES}")
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--batch-size", type=int, default=None, help="default: 16 (smoke), 64 (cpu), 256 (gpu)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (median reported)")
     ap.add_argument("--iters", type=int, default=None, help="steps per round")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
-    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args(argv)
-    profile = resolve_profile(check_choice("--profile", args.profile, PROFILES))
-    device = get_device(check_choice("--device", args.device, DEVICES))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    profile, device = apply_common(args)
     batch = args.batch_size or {"smoke": 16, "cpu": 64, "gpu": 256}[profile]
     rounds = args.rounds or {"smoke": 2, "cpu": 5, "gpu": 5}[profile]
     iters = args.iters or {"smoke": 1, "cpu": 3, "gpu": 20}[profile]
@@ -172,9 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "train_throughput",
         "profile": profile,
-        "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        **run_conditions(device),
         "batch_size": batch,
         "rounds": rounds,
         "compile": bool(args.compile),
@@ -189,14 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
         "course_sample_img_per_s": round(med("course", "sample"), 2),
         "diffusers_sample_img_per_s": round(med("diffusers", "sample"), 2),
         "sample_speedup": round(ratio("sample"), 3),
-        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "wall_seconds": round(time.perf_counter() - wall, 2),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
-    return result
+    return emit(result, args.json, print_table)
 
 
 def print_table(r: dict) -> None:
