@@ -1,16 +1,17 @@
 """Steps versus quality of the course's samplers on the chapter-04 digits model (chapter 06's table).
 
 In the spirit of the DDIM paper's Table 1 (Song et al. 2021): for DDPM with all 1,000 steps, DDIM at
-10/20/50/100 steps and Euler, Heun and DPM-Solver++(2M) at 10 and 20 network evaluations (NFE; Heun
-makes 2·steps − 1 of them), draw the same number of images from the same starting noises, time the
+10/20/50/100 steps and Euler, Heun, DPM-Solver++(2M) and SDE-DPM-Solver++(2M) at 10 and 20 network
+evaluations (NFE; Heun makes 2·steps − 1 of them), draw the same number of images from the same starting noises, time the
 sampling, and score the images with FID against the 1,000 real digits of the MNIST-5000 test split
 (``course_lib.metrics.fid``, the shipped digits feature network: real-vs-real ≈ 0.6, noise ≈ 97).
 The computation is ``course_lib.benchmarking.steps_vs_quality``, the same function chapter 06 calls.
 
     python benchmarks/samplers.py [--profile auto] [--n-samples N] [--spacings] [--json]
 
-``--spacings`` adds every spacing (leading / trailing / linspace, and karras for the ODE solvers) at
-20 NFE, with the guess x̂₀ clamped to [−1, 1] and without. The target line reports the best sampler within 20 NFE against DDPM-1000 (goal: ≤ 1.1×).
+``--spacings`` adds every spacing (leading / trailing / linspace, and karras from σ(T−1) and from
+σ_max = 80 for the σ-samplers) at 20 NFE, with the guess x̂₀ clamped to [−1, 1] and without. The target
+line reports the best sampler within 20 NFE against DDPM-1000 (goal: ≤ 1.1×).
 The model is ``training.digits_model(profile)``: loaded from runs/ when cached, trained otherwise.
 """
 
@@ -21,6 +22,7 @@ import time
 
 from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.benchmarking import (
+    EDM_SIGMA_MAX,
     SamplerConfig,
     best_within,
     format_table,
@@ -31,7 +33,7 @@ from course_lib.benchmarking import (
     table_configs,
 )
 from course_lib.data import load_mnist5000
-from course_lib.samplers import SIGMA_SPACINGS, SPACINGS
+from course_lib.samplers import SIGMA_SAMPLERS, SIGMA_SPACINGS, SPACINGS
 from course_lib.training import digits_model
 
 TARGET_NFE = 20
@@ -39,12 +41,16 @@ TARGET_RATIO = 1.1
 
 
 def spacing_configs(nfe: int = TARGET_NFE) -> list[SamplerConfig]:
-    """Every sampler except DDPM at ``nfe`` calls with every spacing it accepts, x̂₀ clamped or not."""
+    """Every sampler except DDPM at ``nfe`` calls with every spacing it accepts (karras both from σ(T−1)
+    and from EDM's σ_max = 80), x̂₀ clamped or not; and DDIM with η = 1 (stochastic, like DDPM)."""
     out = []
     for clip in (True, False):
         out += [SamplerConfig("ddim", nfe, sp, clip_sample=clip) for sp in SPACINGS]
-        for sampler in ("euler", "heun", "dpmpp_2m"):
-            out += [SamplerConfig(sampler, steps_for_nfe(sampler, nfe), sp, clip_sample=clip) for sp in SIGMA_SPACINGS]
+        for sampler in SIGMA_SAMPLERS:
+            steps = steps_for_nfe(sampler, nfe)
+            out += [SamplerConfig(sampler, steps, sp, clip_sample=clip) for sp in SIGMA_SPACINGS]
+            out.append(SamplerConfig(sampler, steps, "karras", clip_sample=clip, sigma_max=EDM_SIGMA_MAX))
+    out.append(SamplerConfig("ddim", nfe, "trailing", eta=1.0, clip_sample=True))
     return out
 
 
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "samplers", "profile": profile, **run_conditions(device),
         "n_samples": n, "n_real": real.shape[0], "seed": args.seed, "model_cached": info["cached"],
         "wall_seconds": time.perf_counter() - tic,
-        "rows": [{k: r[k] for k in ("sampler", "steps", "nfe", "fid", "seconds", "spacing", "eta", "clip_sample", "label")}
+        "rows": [{k: r[k] for k in ("sampler", "steps", "nfe", "fid", "seconds", "spacing", "eta", "clip_sample", "sigma_max", "label")}
                  for r in rows],
         "target": {"nfe": TARGET_NFE, "best": best["label"], "best_fid": best["fid"], "reference_fid": reference_fid(rows),
                    "ratio": ratio, "goal": TARGET_RATIO, "met": ratio <= TARGET_RATIO},

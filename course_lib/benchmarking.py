@@ -27,7 +27,10 @@ from .settings import check_bool, check_choice, check_float, check_int, resolve_
 
 SAMPLER_NAMES: dict[str, str] = {
     "ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM-Solver++(2M)",
+    "dpmpp_2m_sde": "SDE-DPM-Solver++(2M)",
 }
+#: EDM's largest noise level (Karras et al. 2022, Table 1): where the table's karras rows start
+EDM_SIGMA_MAX = 80.0
 
 
 def network_evaluations(sampler: str, num_steps: int) -> int:
@@ -50,7 +53,8 @@ class SamplerConfig:
     """One row of the table: a sampler, its step count, where the steps go, DDIM's η, and clipping.
 
     ``spacing``: ``leading`` | ``trailing`` | ``linspace`` for every sampler, ``karras`` too for
-    euler / heun / dpmpp_2m. ``clip_sample``: clamp every guess x̂₀ to [−1, 1]; None = the sampler's
+    the σ-samplers (euler / heun / dpmpp_2m / dpmpp_2m_sde), with ``sigma_max`` its starting noise
+    level (None: σ(T−1)). ``clip_sample``: clamp every guess x̂₀ to [−1, 1]; None = the sampler's
     default (on for ddpm, off for the others). See :func:`course_lib.samplers.sample`.
     """
 
@@ -59,6 +63,7 @@ class SamplerConfig:
     spacing: str = "leading"
     eta: float = 0.0
     clip_sample: bool | None = None
+    sigma_max: float | None = None
 
     def __post_init__(self) -> None:
         check_choice("sampler", self.sampler, SAMPLERS)
@@ -69,6 +74,10 @@ class SamplerConfig:
             raise ValueError(f"eta={self.eta} is only used by sampler='ddim'; leave eta=0 for {self.sampler!r}")
         if self.clip_sample is not None:
             check_bool("clip_sample", self.clip_sample)
+        if self.sigma_max is not None:
+            check_float("sigma_max", self.sigma_max, min_value=0.0)
+            if self.spacing != "karras":
+                raise ValueError(f"sigma_max={self.sigma_max} is only used with spacing='karras', got {self.spacing!r}")
 
     @property
     def clips(self) -> bool:
@@ -88,6 +97,8 @@ class SamplerConfig:
             name += f" η={self.eta:g}"
         if not (self.sampler == "ddpm" and self.num_steps >= 1000):
             name += f" {self.spacing}"
+        if self.sigma_max is not None:
+            name += f" σmax={self.sigma_max:g}"
         if self.clips != (self.sampler == "ddpm"):
             name += " clip" if self.clips else " no-clip"
         return name
@@ -96,18 +107,20 @@ class SamplerConfig:
 def table_configs(
     *, ddim_steps: Sequence[int] = (10, 20, 50, 100), fast_nfe: Sequence[int] = (10, 20),
     ddim_spacing: str = "trailing", ode_spacing: str = "karras", clip_sample: bool = True,
-    num_train_timesteps: int = 1000, ddpm_steps: int | None = None,
+    num_train_timesteps: int = 1000, ddpm_steps: int | None = None, sigma_max: float | None = EDM_SIGMA_MAX,
 ) -> list[SamplerConfig]:
     """The rows of the chapter-06 table: DDPM with every step (or ``ddpm_steps``, respaced: a quick
-    stand-in for the smoke profile), DDIM at ``ddim_steps``, and Euler, Heun and DPM-Solver++(2M) at
-    ``fast_nfe`` network calls (Heun: the most steps within that budget).
+    stand-in for the smoke profile), DDIM at ``ddim_steps``, and Euler, Heun, DPM-Solver++(2M) and its
+    SDE version at ``fast_nfe`` network calls (Heun: the most steps within that budget).
 
-    Every row starts at t = T−1 (trailing / karras spacing) and, with ``clip_sample=True``, clamps the
-    guess x̂₀ to [−1, 1] as DDPM does. Both matter for an ε-prediction model on the cosine schedule:
-    at t = T−1 its guess divides by √ᾱ ≈ 5·10⁻⁵, and one unclamped wild guess ruins a 20-step run,
-    while starting later (leading spacing) begins from static at the wrong noise level. Clamping x̂₀
-    is the static thresholding that DPM-Solver++ allows because it works with x̂₀ (Lu et al. 2022, §4).
-    Chapter 06 and ``benchmarks/samplers.py --spacings`` show the measurements behind these defaults.
+    DDIM starts at t = T−1 (trailing spacing) and the σ-samplers at ``sigma_max`` (karras spacing;
+    EDM's 80 by default, where the cosine schedule's σ(T−1) ≈ 20,000 would waste most steps on pure
+    noise). With ``clip_sample=True`` every row clamps the guess x̂₀ to [−1, 1] as DDPM does. Both
+    matter for an ε-prediction model on the cosine schedule: at t = T−1 its guess divides by
+    √ᾱ ≈ 5·10⁻⁵, and one unclamped wild guess ruins a 20-step run, while starting later (leading
+    spacing) begins from static at the wrong noise level. Clamping x̂₀ is the static thresholding that
+    DPM-Solver++ allows because it works with x̂₀ (Lu et al. 2022, §4). Chapter 06 and
+    ``benchmarks/samplers.py --spacings`` show the measurements behind these defaults.
     """
     T = check_int("num_train_timesteps", num_train_timesteps, min_value=1)
     check_bool("clip_sample", clip_sample)
@@ -115,8 +128,9 @@ def table_configs(
     rows = [SamplerConfig("ddpm", ddpm_steps, "trailing" if ddpm_steps < T else "leading")]
     rows += [SamplerConfig("ddim", check_int("ddim_steps", n, min_value=1, max_value=T), ddim_spacing,
                            clip_sample=clip_sample) for n in ddim_steps]
-    for sampler in ("euler", "heun", "dpmpp_2m"):
-        rows += [SamplerConfig(sampler, steps_for_nfe(sampler, n), ode_spacing, clip_sample=clip_sample)
+    cap = sigma_max if ode_spacing == "karras" else None
+    for sampler in ("euler", "heun", "dpmpp_2m", "dpmpp_2m_sde"):
+        rows += [SamplerConfig(sampler, steps_for_nfe(sampler, n), ode_spacing, clip_sample=clip_sample, sigma_max=cap)
                  for n in fast_nfe]
     return rows
 
@@ -133,7 +147,8 @@ def generate(
 ) -> torch.Tensor:
     """Images from the starting noises ``noise`` (N, C, H, W) with one sampler configuration, batch by batch.
 
-    The per-step noise of DDPM / DDIM with η > 0 comes from a generator seeded ``seed + 1 + batch``.
+    The per-step noise of DDPM / DDIM with η > 0 / the SDE solver comes from a generator seeded
+    ``seed + 1 + batch``.
     Returns the images on the CPU, clamped to [−1, 1] (as any image file would be).
     """
     if not isinstance(config, SamplerConfig):
@@ -145,7 +160,8 @@ def generate(
     chunks = noise.split(batch_size)
     for b, z in enumerate(tqdm(chunks, disable=not progress, desc=config.label, leave=False)):
         images = sample(model, schedule, tuple(z.shape), sampler=config.sampler, num_steps=config.num_steps,
-                        eta=config.eta, spacing=config.spacing, clip_sample=config.clips, noise=z, progress=False,
+                        eta=config.eta, spacing=config.spacing, sigma_max=config.sigma_max,
+                        clip_sample=config.clips, noise=z, progress=False,
                         generator=torch.Generator().manual_seed(seed + 1 + b))
         out.append(images.clamp(-1.0, 1.0).cpu())
     return torch.cat(out)
@@ -168,7 +184,7 @@ def steps_vs_quality(
     Draws ``n_samples`` starting noises once (from ``seed``), runs every configuration from those same
     noises and scores the images with ``fid_fn(real, fake)`` (default :func:`course_lib.metrics.fid`
     with the digits features; ``real`` NCHW in [−1, 1]). Returns one dict per configuration, in order:
-    ``label, sampler, steps, nfe, spacing, eta, clip_sample, fid, seconds`` — ``seconds`` is the sampling wall time
+    ``label, sampler, steps, nfe, spacing, eta, clip_sample, sigma_max, fid, seconds`` — ``seconds`` is the sampling wall time
     of all ``n_samples`` images (FID excluded), on the model's device.
     """
     n_samples = check_int("n_samples", n_samples, min_value=2)
@@ -187,7 +203,7 @@ def steps_vs_quality(
         fake = generate(model, schedule, config, noise, seed=seed, batch_size=batch_size, progress=progress)
         seconds = time.perf_counter() - tic
         rows.append({"label": config.label, "sampler": config.sampler, "steps": config.num_steps, "nfe": config.nfe,
-                     "spacing": config.spacing, "eta": config.eta, "clip_sample": config.clips,
+                     "spacing": config.spacing, "eta": config.eta, "clip_sample": config.clips, "sigma_max": config.sigma_max,
                      "fid": float(fid_fn(real, fake.to(real.device))),
                      "seconds": seconds})
     return rows
@@ -212,10 +228,11 @@ def best_within(rows: Sequence[dict[str, Any]], nfe: int) -> dict[str, Any]:
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a fixed-width text table, with each FID relative to the most expensive row."""
     ref = reference_fid(rows)
-    lines = [f"{'sampler':<28} {'steps':>5} {'NFE':>5} {'FID':>8} {'× ref':>6} {'seconds':>8}", "-" * 65]
+    w = max([len("sampler")] + [len(r["label"]) for r in rows])
+    lines = [f"{'sampler':<{w}} {'steps':>5} {'NFE':>5} {'FID':>8} {'× ref':>6} {'seconds':>8}", "-" * (w + 37)]
     for r in rows:
         rel = r["fid"] / ref if ref > 0 else math.nan
-        lines.append(f"{r['label']:<28} {r['steps']:>5} {r['nfe']:>5} {r['fid']:>8.3f} {rel:>6.2f} {r['seconds']:>8.1f}")
+        lines.append(f"{r['label']:<{w}} {r['steps']:>5} {r['nfe']:>5} {r['fid']:>8.3f} {rel:>6.2f} {r['seconds']:>8.1f}")
     return "\n".join(lines)
 
 
@@ -228,10 +245,11 @@ def plot_steps_vs_quality(rows: Sequence[dict[str, Any]], *, tolerance: float = 
     tolerance = check_float("tolerance", tolerance, min_value=1.0)
     ref = reference_fid(rows)
     fig, (ax_q, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
-    groups: dict[str, list[dict[str, Any]]] = {}  # one line per (sampler, spacing, η)
+    groups: dict[str, list[dict[str, Any]]] = {}  # one line per (sampler, spacing, η, σ_max)
     for r in rows:
         name = SAMPLER_NAMES[r["sampler"]] + ("" if r["sampler"] == "ddpm" else f" {r['spacing']}")
         name += f" η={r['eta']:g}" if r["eta"] else ""
+        name += f" σmax={r['sigma_max']:g}" if r.get("sigma_max") is not None else ""
         if r.get("clip_sample", r["sampler"] == "ddpm") != (r["sampler"] == "ddpm"):
             name += " clip" if r["clip_sample"] else " no-clip"
         groups.setdefault(name, []).append(r)

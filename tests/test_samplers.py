@@ -23,6 +23,7 @@ from course_lib.samplers import (
     sample_euler,
     sample_heun,
     schedule_sigmas,
+    sigma_grid,
     sigma_to_t,
 )
 
@@ -362,3 +363,48 @@ def test_wrong_shape_model(s, sampler):
 
     with pytest.raises(ValueError, match=r"\(2, 1, 2, 4\).*\(2, 1, 4, 4\)"):
         sample(bad, s, SHAPE, sampler=sampler, num_steps=3, progress=False)
+
+
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+@pytest.mark.parametrize("n", [10, 25])
+def test_dpmpp_2m_sde_karras_matches_diffusers(s, prediction_type, n):
+    """SDE-DPM-Solver++(2M) (midpoint) = DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++"),
+    with the same per-step noise: both draw one standard normal per step from the same generator."""
+    sched = diffusers.DPMSolverMultistepScheduler(**CONFIG, solver_order=2, algorithm_type="sde-dpmsolver++",
+                                                  use_karras_sigmas=True, prediction_type=prediction_type)
+    sched.set_timesteps(n)
+    ref = diffusers_loop(sched, noise(), generator=torch.Generator().manual_seed(7))
+    mine = sample(dummy, s, SHAPE, sampler="dpmpp_2m_sde", num_steps=n, spacing="karras",
+                  prediction_type=prediction_type, round_timesteps=True, noise=noise(),
+                  generator=torch.Generator().manual_seed(7), progress=False)
+    close(mine, ref)
+
+
+def test_dpmpp_2m_sde_is_random_and_seeded(s):
+    """Fresh noise at every step: other seeds give other pictures from the same x_T; a seed repeats."""
+    kw = dict(sampler="dpmpp_2m_sde", num_steps=8, spacing="karras", noise=noise(), progress=False)
+    a = sample(dummy, s, SHAPE, generator=torch.Generator().manual_seed(1), **kw)
+    b = sample(dummy, s, SHAPE, generator=torch.Generator().manual_seed(1), **kw)
+    c = sample(dummy, s, SHAPE, generator=torch.Generator().manual_seed(2), **kw)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_sigma_max_starts_the_karras_grid_lower(s):
+    """sigma_max caps where the karras grid starts (EDM's 80); the rest of the grid keeps its shape."""
+    full, capped = sigma_grid(s, 10, "karras"), sigma_grid(s, 10, "karras", sigma_max=80.0)
+    assert float(capped[0]) == pytest.approx(80.0) and float(full[0]) > 80.0
+    assert float(capped[-2]) == pytest.approx(float(full[-2])) and float(capped[-1]) == 0.0
+    res = sample(dummy, s, SHAPE, sampler="euler", num_steps=10, spacing="karras", sigma_max=80.0, noise=noise(),
+                 progress=False, return_trajectory=True)
+    assert 0 < float(res.timesteps[0]) < s.num_timesteps - 1  # the network first sees t(σ = 80), below T−1
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sampler="ddim", spacing="trailing", sigma_max=80.0), "sigma_max"),
+    (dict(sampler="euler", spacing="trailing", sigma_max=80.0), "only used with spacing='karras'"),
+    (dict(sampler="euler", spacing="karras", sigma_max=1e9), "sigma_max"),
+    (dict(sampler="euler", spacing="karras", sigma_max=0.0), "sigma_max"),
+])
+def test_sigma_max_bad_input(s, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sample(dummy, s, SHAPE, num_steps=5, progress=False, **kwargs)
