@@ -129,9 +129,14 @@ def test_sampler_config_validation_and_table():
     rows = table_configs()
     assert (rows[0].sampler, rows[0].num_steps) == ("ddpm", 1000)
     assert [c.num_steps for c in rows if c.sampler == "ddim"] == [10, 20, 50, 100]
-    for sampler in ("euler", "heun", "dpmpp_2m"):
+    for sampler in ("euler", "heun", "dpmpp_2m", "dpmpp_2m_sde"):
         assert [c.nfe for c in rows if c.sampler == sampler] in ([10, 20], [9, 19])
+        assert all(c.spacing == "karras" and c.sigma_max == 80.0 for c in rows if c.sampler == sampler)
     assert all(c.clips for c in rows) and rows[1].label == "DDIM-10 trailing clip"
+    assert rows[-1].label == "SDE-DPM-Solver++(2M)-20 karras σmax=80 clip"
+    assert all(c.sigma_max is None for c in table_configs(sigma_max=None))
+    with pytest.raises(ValueError, match="sigma_max"):
+        SamplerConfig("euler", 10, "trailing", sigma_max=80.0)
     assert SamplerConfig("ddim", 10).clips is False and SamplerConfig("ddpm", 1000).clips is True
     assert SamplerConfig("ddpm", 1000, clip_sample=False).label == "DDPM-1000 no-clip"
     with pytest.raises(ValueError, match="clip_sample"):
