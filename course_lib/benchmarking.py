@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -236,6 +236,16 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _spread_ticks(values: Iterable[int], min_ratio: float = 1.2) -> list[int]:
+    """Tick positions for a log axis: the values, dropping the smaller of two closer than ``min_ratio``
+    (9 and 10 NFE would print on top of each other)."""
+    ticks: list[int] = []
+    for v in sorted(set(values), reverse=True):
+        if not ticks or ticks[-1] / v >= min_ratio:
+            ticks.append(v)
+    return sorted(ticks)
+
+
 def plot_steps_vs_quality(rows: Sequence[dict[str, Any]], *, tolerance: float = 1.1, title: str | None = None):
     """FID against network calls (left) and wall time against network calls (right), one line per
     sampler, with the most expensive row's FID as a dashed line and its ×``tolerance`` band."""
@@ -264,7 +274,7 @@ def plot_steps_vs_quality(rows: Sequence[dict[str, Any]], *, tolerance: float = 
     for ax, ylabel in ((ax_q, "FID (lower is better)"), (ax_t, "sampling wall time (s)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xticks(sorted({r["nfe"] for r in rows}))
+        ax.set_xticks(_spread_ticks(r["nfe"] for r in rows))
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(plain)
