@@ -369,7 +369,7 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
 
     Solving the reverse SDE exactly with x̂₀ held constant over a step (h = λ_{i+1} − λ_i, λ = −log σ)
     gives x_{i+1} = (σ_{i+1}/σ_i) e^{−h} x_i + (1 − e^{−2h}) D + σ_{i+1} √(1 − e^{−2h}) z, z ~ N(0, I):
-    the ODE step forgets less of x_i's noise and adds fresh noise back, like DDPM does. The second-order
+    next to the ODE step it keeps less of x_i (the factor e^{−h}) and adds fresh noise back, as DDPM does. The second-order
     (midpoint) version uses D = x̂₀_i + ½ (x̂₀_i − x̂₀_{i−1})/r with r = h_{i−1}/h. The first step has no
     history and the step to σ = 0 returns x̂₀. The fresh noise corrects part of the network's errors
     instead of carrying them along (Karras et al. 2022, §4), which is why it beats the ODE solvers
@@ -384,12 +384,12 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
             x = denoised
         else:
             h = math.log(sigma) - math.log(sigma_next)
-            keep = -math.expm1(-2 * h)  # 1 − e^{−2h}
+            w = -math.expm1(-2 * h)  # 1 − e^{−2h}: the weight of the guess, and of the fresh noise's variance
             d = denoised
             if old_denoised is not None:
                 d = denoised + 0.5 * (denoised - old_denoised) / (h_last / h)
-            x = (sigma_next / sigma) * math.exp(-h) * x + keep * d
-            x = x + sigma_next * math.sqrt(keep) * _randn(x.shape, x, generator)
+            x = (sigma_next / sigma) * math.exp(-h) * x + w * d
+            x = x + sigma_next * math.sqrt(w) * _randn(x.shape, x, generator)
             h_last = h
         old_denoised = denoised
         if callback is not None:
