@@ -10,23 +10,26 @@ import pytest
 
 from course_lib.sweep import NOTEBOOK_DIR
 
-NOTEBOOK = NOTEBOOK_DIR / "02_noise_schedules.ipynb"
+SCHEDULES = "02_noise_schedules.ipynb"
+SAMPLERS = "06_ddim_and_fast_samplers.ipynb"
 
 
 @pytest.mark.parametrize(
-    "params, expected",
+    "notebook, params, expected",
     [
-        ({"profile": "fast"}, "profile='fast' is not allowed"),
-        ({"schedule": "cosin"}, "schedule='cosin' is not allowed"),
-        ({"num_timesteps": 0}, "num_timesteps=0 is out of range"),
-        ({"seed": "abc"}, "seed must be an integer"),
+        (SCHEDULES, {"profile": "fast"}, "profile='fast' is not allowed"),
+        (SCHEDULES, {"schedule": "cosin"}, "schedule='cosin' is not allowed"),
+        (SCHEDULES, {"num_timesteps": 0}, "num_timesteps=0 is out of range"),
+        (SCHEDULES, {"seed": "abc"}, "seed must be an integer"),
+        (SAMPLERS, {"spacing": "trailing"}, "sigma_max=80.0 only applies to spacing='karras'"),
+        (SAMPLERS, {"sampler": "dpm_solver"}, "sampler='dpm_solver' is not allowed"),
     ],
 )
-def test_bad_parameter_fails_in_validation_cell(tmp_path, monkeypatch, params, expected):
+def test_bad_parameter_fails_in_validation_cell(tmp_path, monkeypatch, notebook, params, expected):
     monkeypatch.delenv("COURSE_PROFILE", raising=False)  # let the bad profile reach the notebook
     out = tmp_path / "out.ipynb"
     with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(NOTEBOOK), str(out), parameters={"profile": "smoke", **params},
+        pm.execute_notebook(str(NOTEBOOK_DIR / notebook), str(out), parameters={"profile": "smoke", **params},
                             kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOK_DIR))
     assert err.value.ename == "ValueError"
     assert expected in err.value.evalue
