@@ -23,14 +23,13 @@ Wall time includes training when the model was not cached yet (see ``train_secon
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 
 import torch
 
-from course_lib.benchmark_cli import apply_common, benchmark_parser, run_conditions
+from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.data import load_mnist5000
 from course_lib.metrics import evaluate_model
 from course_lib.samplers import SAMPLERS
@@ -105,11 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.cond:
         result["cond"] = measure(profile, cond=True, **kw)
     result.update(**run_conditions(device), wall_seconds=time.perf_counter() - tic)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
-    return result
+    return emit(result, args.json, print_table)
 
 
 def print_table(r: dict[str, Any]) -> None:

@@ -538,7 +538,7 @@ def sample(
 
     ``noise``: the starting x_T (shaped ``shape``) instead of a fresh draw — e.g. the output of
     :func:`ddim_invert` or a :func:`slerp` between two noises (chapter 06). ``generator`` then only
-    draws the per-step noise of ddpm / ddim with η > 0.
+    draws the per-step noise of ddpm, ddim with η > 0 and dpmpp_2m_sde.
     """
     check_choice("sampler", sampler, SAMPLERS)
     T = s.num_timesteps
