@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, load_average, run_conditions
+from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.data import load_mnist5000
 from course_lib.guidance import check_guidance_scale, guidance_sweep
 from course_lib.samplers import SAMPLERS
@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> dict:
                   for p in sweep],
         "best_class_accuracy": round(max(p.class_accuracy for p in sweep), 4),
         **prompts,
-        "load_average": load_average(),
         "wall_seconds": round(time.perf_counter() - wall, 2),
     }
     return emit(result, args.json, print_table)

@@ -36,7 +36,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, load_average, run_conditions
+from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.models import UNet, count_parameters, digits_config
 
 
@@ -178,7 +178,6 @@ def main(argv: list[str] | None = None) -> dict:
         "course_sample_img_per_s": round(med("course", "sample"), 2),
         "diffusers_sample_img_per_s": round(med("diffusers", "sample"), 2),
         "sample_speedup": round(ratio("sample"), 3),
-        "load_average": load_average(),
         "wall_seconds": round(time.perf_counter() - wall, 2),
     }
     return emit(result, args.json, print_table)

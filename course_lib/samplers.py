@@ -457,6 +457,17 @@ def _infer_device(model: Any, generator: torch.Generator | None, device: Any) ->
     return generator.device if generator is not None else torch.device("cpu")
 
 
+def _check_sigma_max(s: NoiseSchedule, spacing: str, sigma_max: float | None) -> None:
+    """``sigma_max`` is None, or a number in [σ(0), σ(T−1)] with karras spacing; ValueError otherwise."""
+    if sigma_max is None:
+        return
+    if spacing != "karras":
+        raise ValueError(f"sigma_max={sigma_max} is only used with spacing='karras' (samplers {SIGMA_SAMPLERS}); "
+                         f"got spacing={spacing!r}")
+    table = schedule_sigmas(s)
+    check_float("sigma_max", sigma_max, min_value=float(table[0]), max_value=float(table[-1]))
+
+
 def sigma_grid(s: NoiseSchedule, num_steps: int, spacing: str = "karras", rho: float = 7.0,
                sigma_max: float | None = None) -> torch.Tensor:
     """The σ-samplers' noise levels, descending, ending in 0 (N+1 values, float32).
@@ -466,11 +477,8 @@ def sigma_grid(s: NoiseSchedule, num_steps: int, spacing: str = "karras", rho: f
     that spacing (``sigma_max`` must then be None).
     """
     check_choice("spacing", spacing, SIGMA_SPACINGS)
+    _check_sigma_max(s, spacing, sigma_max)
     table = schedule_sigmas(s)
-    if sigma_max is not None:
-        if spacing != "karras":
-            raise ValueError(f"sigma_max is only used with spacing='karras'; got spacing={spacing!r}")
-        check_float("sigma_max", sigma_max, min_value=float(table[0]), max_value=float(table[-1]))
     if spacing == "karras":
         return karras_sigmas(num_steps, float(table[0]), float(table[-1]) if sigma_max is None else sigma_max, rho)
     ts = timesteps(s.num_timesteps, num_steps, spacing)
@@ -548,12 +556,7 @@ def sample(
         raise ValueError(f"eta={eta} is only used by sampler='ddim'; leave eta=0 for sampler={sampler!r}")
     discrete = sampler in DISCRETE_SAMPLERS
     check_choice("spacing", spacing, SPACINGS if discrete else SIGMA_SPACINGS)
-    if sigma_max is not None:
-        if spacing != "karras":
-            raise ValueError(f"sigma_max={sigma_max} is only used with spacing='karras' (sampler {SIGMA_SAMPLERS}); "
-                             f"got sampler={sampler!r}, spacing={spacing!r}")
-        check_float("sigma_max", sigma_max, min_value=float(schedule_sigmas(s)[0]),
-                    max_value=float(schedule_sigmas(s)[-1]))
+    _check_sigma_max(s, spacing, sigma_max)
     check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
     if clip_sample is None:
         clip_sample = sampler == "ddpm"
