@@ -94,7 +94,7 @@ def latent_recipe(profile: str = "auto") -> LatentRecipe:
             unet=UNetConfig(image_size=16, in_channels=4, base_channels=32, channel_mults=(1, 2), attention_resolutions=(8,),
                             norm_groups=8, head_channels=32),
             text=text,
-            train=TrainConfig(steps=3000, batch_size=32, lr=2e-3, warmup=100, checkpoint_every=250, ema_decay=0.999,
+            train=TrainConfig(steps=800, batch_size=32, lr=2e-3, warmup=50, checkpoint_every=100, ema_decay=0.995,
                               cond_drop_prob=0.1, prediction_type=LATENT_PREDICTION_TYPE),
             num_steps=25, per_prompt=8, num_edits=40)
     return LatentRecipe(

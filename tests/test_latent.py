@@ -188,3 +188,19 @@ def test_edit_requests_change_exactly_one_hat():
     edited = latent.edit_requests(rows)
     diff = (edited != rows)
     assert diff.any(1).all() and not diff[:, [0, 3, 6]].any()
+
+
+# ----------------------------------------------------------------------------- the shipped scene judge
+def test_scene_judge_reads_held_out_scenes_and_verifies_its_sha256(tmp_path):
+    from course_lib.models.scene_judge import JUDGE_WEIGHTS, judge_scenes, load_scene_judge, scene_accuracy
+
+    data = make_scenes(64, seed=2000, held_out=())
+    judge = load_scene_judge()
+    assert scene_accuracy(data.images, data.attributes, judge) >= 0.95
+    assert judge_scenes(data.images[:2], judge).shape == (2, 7)
+    bad = tmp_path / "judge.safetensors"
+    raw = bytearray(JUDGE_WEIGHTS.read_bytes())
+    raw[-1] ^= 1
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        load_scene_judge(bad)
