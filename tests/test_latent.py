@@ -204,3 +204,22 @@ def test_scene_judge_reads_held_out_scenes_and_verifies_its_sha256(tmp_path):
     bad.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="sha256 mismatch"):
         load_scene_judge(bad)
+
+
+def test_latent_benchmark_reports_json(capsys, monkeypatch, tmp_path):
+    """benchmarks/latent.py in the smoke profile: one JSON object with the issue's keys."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "latent.py"
+    spec = importlib.util.spec_from_file_location("latent_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--profile", "smoke", "--threads", "1", "--json"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in bench.KEYS + ("profile", "device", "threads", "load_average", "wall_seconds"):
+        assert key in out, key
+    assert out["profile"] == "smoke" and out["compression"] == 12.0
+    assert 0 <= out["prompt_accuracy_crossattn"] <= 1 and 0 <= out["edit_success"] <= 1
