@@ -61,10 +61,8 @@ class LatentRecipe:
     """Everything a profile trains: the autoencoder, the two latent denoisers, and how they are measured."""
 
     autoencoder: AutoencoderConfig
-    ae_steps: int
-    ae_batch: int
+    ae_phases: tuple[tuple[int, int, float], ...]  # (steps, batch, peak lr) per phase; each restarts AdamW + cosine
     ae_crop: int  # the autoencoder trains on random crops (it is fully convolutional)
-    ae_lr: float
     num_images: int  # training scenes
     unet: UNetConfig  # the latent denoiser, without its conditioning
     text: TextEncoderConfig
@@ -81,7 +79,7 @@ def latent_recipe(profile: str = "auto") -> LatentRecipe:
                              num_heads=4, out_dim=64)
     if prof == "smoke":
         return LatentRecipe(
-            AutoencoderConfig(width=8, latent_width=8), ae_steps=3, ae_batch=4, ae_crop=32, ae_lr=2e-3, num_images=48,
+            AutoencoderConfig(width=8, latent_width=8), ae_phases=((3, 4, 2e-3),), ae_crop=32, num_images=48,
             unet=UNetConfig(image_size=16, in_channels=4, base_channels=8, channel_mults=(1, 2), attention_resolutions=(),
                             norm_groups=4, head_channels=8),
             text=replace(text, width=16, num_heads=2, out_dim=16, num_layers=1),
@@ -90,15 +88,15 @@ def latent_recipe(profile: str = "auto") -> LatentRecipe:
             num_steps=3, per_prompt=1, num_edits=4)
     if prof == "cpu":
         return LatentRecipe(
-            AutoencoderConfig(), ae_steps=1500, ae_batch=32, ae_crop=32, ae_lr=2e-3, num_images=6000,
+            AutoencoderConfig(), ae_phases=((1500, 32, 2e-3), (3000, 16, 1e-3)), ae_crop=32, num_images=6000,
             unet=UNetConfig(image_size=16, in_channels=4, base_channels=32, channel_mults=(1, 2), attention_resolutions=(8,),
                             norm_groups=8, head_channels=32),
             text=text,
-            train=TrainConfig(steps=800, batch_size=32, lr=2e-3, warmup=50, checkpoint_every=100, ema_decay=0.995,
+            train=TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup=50, checkpoint_every=100, ema_decay=0.995,
                               cond_drop_prob=0.1, prediction_type=LATENT_PREDICTION_TYPE),
             num_steps=25, per_prompt=8, num_edits=40)
     return LatentRecipe(
-        AutoencoderConfig(width=64, latent_width=128), ae_steps=6000, ae_batch=64, ae_crop=64, ae_lr=1e-3,
+        AutoencoderConfig(width=64, latent_width=128), ae_phases=((6000, 64, 1e-3),), ae_crop=64,
         num_images=20000,
         unet=UNetConfig(image_size=16, in_channels=4, base_channels=64, channel_mults=(1, 2), attention_resolutions=(8,),
                         num_res_blocks=2, norm_groups=16, head_channels=32),
@@ -135,8 +133,8 @@ def autoencoder_model(profile: str = "auto", *, run_dir: str | os.PathLike | Non
     recipe = latent_recipe(prof)
     cfg = recipe.autoencoder
     run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"latent-ae-{prof}"
-    identity = {"config": cfg.to_dict(), "steps": recipe.ae_steps, "batch": recipe.ae_batch, "crop": recipe.ae_crop,
-                "lr": recipe.ae_lr, "num_images": recipe.num_images, "data_seed": DATA_SEED}
+    identity = {"config": cfg.to_dict(), "phases": [list(p) for p in recipe.ae_phases], "crop": recipe.ae_crop,
+                "num_images": recipe.num_images, "data_seed": DATA_SEED}
     torch.manual_seed(0)
     model = Autoencoder(cfg)
     if has_checkpoint(run_dir) and not retrain:
@@ -149,31 +147,38 @@ def autoencoder_model(profile: str = "auto", *, run_dir: str | os.PathLike | Non
         return model.eval(), {**state["info"], "cached": True, "run_dir": str(run_dir)}
     data = make_scenes(recipe.num_images, seed=DATA_SEED).images
     objective = AutoencoderObjective(cfg.kl_weight)
-    gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.ae_lr)
     losses: list[float] = []
     tic = time.perf_counter()
     from tqdm.auto import tqdm
 
-    for step in tqdm(range(recipe.ae_steps), disable=not progress, desc="autoencoder"):
-        lr = recipe.ae_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / recipe.ae_steps))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        idx = torch.randint(0, len(data), (recipe.ae_batch,), generator=gen)
-        x = _random_crops(data[idx], recipe.ae_crop, gen)
-        loss = objective.loss(model, x, None, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(round(float(loss.detach()), 5))
+    for phase, (steps, batch, peak) in enumerate(recipe.ae_phases):
+        gen = torch.Generator().manual_seed(phase)
+        opt = torch.optim.AdamW(model.parameters(), lr=peak)
+        warmup = 50 if phase == 0 else 0
+        for step in tqdm(range(steps), disable=not progress, desc=f"autoencoder, phase {phase + 1}"):
+            lr = peak * min(1.0, (step + 1) / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * step / steps))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = torch.randint(0, len(data), (batch,), generator=gen)
+            loss = objective.loss(model, _random_crops(data[idx], recipe.ae_crop, gen), None, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(round(float(loss.detach()), 5))
     seconds = time.perf_counter() - tic
-    model.eval()
-    scale = latent_scale_factor(encode_latents(model, data[:2000]))
-    info = {"scale_factor": scale, "train_seconds": seconds, "steps": recipe.ae_steps, "losses": losses[::10],
-            "config": cfg.to_dict(), "profile": prof}
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_checkpoint(run_dir, tensors, {"step": recipe.ae_steps, "identity": identity, "info": info})
+    info = _save_autoencoder(run_dir, model.eval(), data, identity, seconds, losses, prof)
     return model, {**info, "cached": False, "run_dir": str(run_dir)}
+
+
+def _save_autoencoder(run_dir: Path, model: Autoencoder, data: torch.Tensor, identity: dict, seconds: float,
+                      losses: list[float], prof: str) -> dict[str, Any]:
+    """Compute the scale factor on 2,000 training scenes and commit the checkpoint; returns the info dict."""
+    scale = latent_scale_factor(encode_latents(model, data[:2000]))
+    info = {"scale_factor": scale, "train_seconds": seconds, "steps": sum(p[0] for p in identity["phases"]),
+            "losses": losses[::10], "config": model.config.to_dict(), "profile": prof}
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_checkpoint(run_dir, tensors, {"step": info["steps"], "identity": identity, "info": info})
+    return info
 
 
 def reconstruction_psnr(ae: Autoencoder, images: torch.Tensor) -> float:
