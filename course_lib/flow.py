@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from .guidance import cfg_model
-from .schedules import broadcast_to
+from .forward import PREDICTION_TYPES, PredictionType, split_prediction_at
+from .schedules import NoiseSchedule, broadcast_to, sigma_to_t
 from .settings import check_bool, check_choice, check_float, check_int
 
 FlowSampler = Literal["euler", "heun", "midpoint"]
@@ -135,10 +136,9 @@ def flow_euler_step(velocity: torch.Tensor, sigma: torch.Tensor | float, sigma_n
     Equal to ``FlowMatchEulerDiscreteScheduler.step`` (which computes in float32 and returns the
     velocity's dtype).
     """
-    sigma = torch.as_tensor(sigma, dtype=torch.float32)
-    sigma_next = torch.as_tensor(sigma_next, dtype=torch.float32)
-    dt = (sigma_next - sigma).to(x.device)
-    return (x.float() + dt * velocity).to(velocity.dtype)
+    # the difference in float64, rounded once: for float32 grids the same number as diffusers' float32 one
+    dt = (torch.as_tensor(sigma_next, dtype=torch.float64) - torch.as_tensor(sigma, dtype=torch.float64))
+    return (x.float() + dt.to(device=x.device, dtype=torch.float32) * velocity).to(velocity.dtype)
 
 
 VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]  # v(x, σ): the network at one grid time
@@ -224,7 +224,8 @@ def sample_flow(
     ``model(x, t·time_scale, cond=None)`` returns the velocity, shaped like x. ``sampler``: ``euler`` |
     ``heun`` | ``midpoint`` (N, 2N − 1 and 2N network calls); the times are :func:`flow_sigmas`
     (``num_steps``, ``shift``, ``num_train_timesteps``), or ``sigmas`` given directly (descending, ending
-    at 0; then ``num_steps`` and ``shift`` are not used). ``noise``: the starting static instead of
+    at 0; then ``num_steps`` and ``shift`` are not used; a float64 grid is kept, and the model then gets
+    float64 times). ``noise``: the starting static instead of
     a draw from ``generator``.
 
     Classifier-free guidance works as in :func:`course_lib.samplers.sample`: with ``cond`` (labels (B,),
@@ -250,7 +251,8 @@ def sample_flow(
     if sigmas is None:
         sigmas = flow_sigmas(num_steps, shift=shift, num_train_timesteps=num_train_timesteps)
     else:
-        sigmas = torch.as_tensor(sigmas, dtype=torch.float32).cpu()
+        sigmas = torch.as_tensor(sigmas).cpu()
+        sigmas = sigmas if sigmas.dtype == torch.float64 else sigmas.float()  # float64 kept: times near 1 need it
         if sigmas.dim() != 1 or len(sigmas) < 2 or float(sigmas[-1]) != 0.0 or bool((sigmas.diff() >= 0).any()):
             raise ValueError("sigmas must be a descending 1-D grid of times ending at 0, e.g. flow_sigmas(10)")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -269,7 +271,7 @@ def sample_flow(
     net = cfg_model(model, guidance_scale) if cond is not None and guidance_scale != 1.0 else model
 
     def velocity_fn(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        t = torch.full((x.shape[0],), sigma * time_scale, device=x.device, dtype=torch.float32)
+        t = torch.full((x.shape[0],), sigma * time_scale, device=x.device, dtype=sigmas.dtype)
         out = net(x, t) if cond is None else net(x, t, cond=cond)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -382,16 +384,65 @@ def split_pairs(pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pairs.chunk(2, dim=1)
 
 
+# ============================================================================ the link to diffusion
+def flow_alpha_bar(t: torch.Tensor | float) -> torch.Tensor:
+    """The ᾱ of the variance-preserving diffusion that the straight path is, rescaled: x_t/√((1−t)² + t²)
+    = √ᾱ·x₀ + √(1−ᾱ)·ε with ᾱ = (1−t)² / ((1−t)² + t²), i.e. SNR = ((1 − t)/t)² (chapter 12)."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return (1 - t) ** 2 / ((1 - t) ** 2 + t**2)
+
+
+def diffusion_sigmas_as_flow(sigmas: torch.Tensor) -> torch.Tensor:
+    """Diffusion noise levels σ = √((1−ᾱ)/ᾱ) (chapter 06's σ-space) as flow times t = σ/(1 + σ)."""
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+    return torch.where(torch.isinf(sigmas), torch.ones_like(sigmas), sigmas / (1 + sigmas))
+
+
+def velocity_from_diffusion(model: Callable[..., torch.Tensor], schedule: NoiseSchedule, *,
+                            prediction_type: PredictionType = "epsilon",
+                            time_scale: float = TIME_SCALE) -> Callable[..., torch.Tensor]:
+    """A diffusion denoiser (chapters 03–06) read as a velocity model for :func:`sample_flow` — no training.
+
+    At flow time t the straight-path point x is the diffusion point x·√ᾱ/(1 − t) at σ = t/(1 − t)
+    (:func:`flow_alpha_bar`), which the network sees at the fractional timestep
+    :func:`~course_lib.schedules.sigma_to_t`; its guess ε̂ gives x̂₀ = (x − t·ε̂)/(1 − t) and the
+    velocity v̂ = ε̂ − x̂₀ = (ε̂ − x)/(1 − t). An Euler step of this velocity from t to t' lands on
+    (1 − t')·x̂₀ + t'·ε̂ — exactly DDIM's step (Song et al. 2021, eq. 12 with σ_t = 0): DDIM *is* Euler's
+    method on the probability-flow ODE written in these coordinates. t must stay below 1 (σ < ∞).
+    """
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    time_scale = check_float("time_scale", time_scale, min_value=1e-12)
+
+    def velocity(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        tf = torch.as_tensor(t, device=x.device).double() / time_scale  # flow time in [0, 1)
+        tf = tf.expand(x.shape[0]) if tf.dim() == 0 else tf
+        if bool((tf >= 1).any()):
+            raise ValueError("a diffusion model cannot be read at t = 1 (σ = ∞); start the grid below 1, "
+                             "e.g. sigmas=diffusion_sigmas_as_flow(...)")
+        a_bar = flow_alpha_bar(tf)  # (B,)
+        t_diff = sigma_to_t(schedule, (tf / (1 - tf)).cpu()).to(device=x.device, dtype=torch.float32)
+        scale = broadcast_to((a_bar.sqrt() / (1 - tf)).to(x.dtype), x)  # 1/√((1−t)² + t²)
+        x_vp = x * scale
+        out = model(x_vp, t_diff) if cond is None else model(x_vp, t_diff, cond=cond)
+        # in float64: near t = 1, ε̂ − x is a small difference of two O(1) numbers, divided by a small 1 − t
+        eps = split_prediction_at(broadcast_to(a_bar, x), out.double(), x_vp.double(), prediction_type).eps
+        return ((eps - x.double()) / broadcast_to(1 - tf, x)).to(x.dtype)
+
+    return velocity
+
+
 # ============================================================================ measuring straightness
 def straightness(trajectory: Sequence[torch.Tensor]) -> float:
-    """How far a sampled path is from a straight line: mean over samples of (path length ÷ distance
-    between its ends) − 1. 0 for a straight line; the chords of a coarse trajectory understate it."""
+    """How far sampled paths are from straight lines: (mean path length ÷ mean distance between the
+    ends) − 1. 0 when every path is a straight line; a coarse trajectory (few steps) understates it.
+    Means rather than a mean of ratios: a point that happens to end near where it started would
+    otherwise dominate."""
     if len(trajectory) < 2:
         raise ValueError("a trajectory needs at least two points")
     pts = torch.stack([p.flatten(1).double() for p in trajectory])  # (N+1, B, D)
     length = (pts[1:] - pts[:-1]).norm(dim=-1).sum(0)  # (B,)
-    chord = (pts[-1] - pts[0]).norm(dim=-1).clamp(min=1e-12)
-    return float((length / chord).mean() - 1)
+    chord = (pts[-1] - pts[0]).norm(dim=-1)
+    return float(length.mean() / chord.mean() - 1)
 
 
 def _logit_normal_density(t: np.ndarray, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
@@ -402,8 +453,8 @@ def _logit_normal_density(t: np.ndarray, mean: float = 0.0, std: float = 1.0) ->
 
 __all__ = [
     "FLOW_SAMPLERS", "FlowMatching", "FlowSampleResult", "FlowSampler", "TIMESTEP_SAMPLINGS", "TIME_SCALE",
-    "TimestepSampling", "check_shift", "flow_euler_step", "flow_heun_step", "flow_midpoint_step",
+    "TimestepSampling", "check_shift", "diffusion_sigmas_as_flow", "flow_alpha_bar", "flow_euler_step", "flow_heun_step", "flow_midpoint_step",
     "flow_network_evaluations", "flow_path", "flow_sigmas", "flow_steps_for_nfe", "flow_timesteps",
     "noise_from_velocity", "reflow_pairs", "sample_flow", "sample_times", "shift_sigmas", "split_pairs",
-    "straightness", "x0_from_velocity",
+    "straightness", "velocity_from_diffusion", "x0_from_velocity",
 ]
