@@ -421,11 +421,11 @@ def velocity_from_diffusion(model: Callable[..., torch.Tensor], schedule: NoiseS
                              "e.g. sigmas=diffusion_sigmas_as_flow(...)")
         a_bar = flow_alpha_bar(tf)  # (B,)
         t_diff = sigma_to_t(schedule, (tf / (1 - tf)).cpu()).to(device=x.device, dtype=torch.float32)
-        scale = broadcast_to((a_bar.sqrt() / (1 - tf)).to(x.dtype), x)  # 1/√((1−t)² + t²)
-        x_vp = x * scale
-        out = model(x_vp, t_diff) if cond is None else model(x_vp, t_diff, cond=cond)
         # in float64: near t = 1, ε̂ − x is a small difference of two O(1) numbers, divided by a small 1 − t
-        eps = split_prediction_at(broadcast_to(a_bar, x), out.double(), x_vp.double(), prediction_type).eps
+        x_vp = x.double() * broadcast_to(a_bar.sqrt() / (1 - tf), x)  # x/√((1−t)² + t²)
+        x_in = x_vp.to(x.dtype)
+        out = model(x_in, t_diff) if cond is None else model(x_in, t_diff, cond=cond)
+        eps = split_prediction_at(broadcast_to(a_bar, x), out.double(), x_vp, prediction_type).eps
         return ((eps - x.double()) / broadcast_to(1 - tf, x)).to(x.dtype)
 
     return velocity

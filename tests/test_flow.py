@@ -289,3 +289,40 @@ def test_exercise_solution_passes_the_check_and_a_wrong_answer_fails():
             wrong = wrong + (sigmas[i + 1] - sigmas[i]) * model(wrong, torch.full((50,), float(sigmas[i])))
         with pytest.raises(AssertionError):
             check("flow Euler sampler", wrong, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("n", [1, 5, 20])
+def test_ddim_is_euler_on_the_diffusion_model_read_as_a_velocity(prediction_type, n):
+    """Chapter 12, section 3: DDIM (η = 0, trailing) equals Euler steps of velocity_from_diffusion on the
+    flow times t = σ/(1 + σ) of the same timesteps, from the same static rescaled to flow coordinates."""
+    from course_lib.flow import diffusion_sigmas_as_flow, velocity_from_diffusion
+    from course_lib.samplers import sample
+    from course_lib.schedules import make_schedule, schedule_sigmas, timesteps
+
+    s = make_schedule("cosine", 1000)
+
+    def dummy(x, t, cond=None):
+        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1, *([1] * (x.dim() - 1)))
+        return x * t / (t + 1000) + 0.1 * torch.sin(3 * x)
+
+    z = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    ddim = sample(dummy, s, z.shape, sampler="ddim", num_steps=n, spacing="trailing", noise=z, progress=False,
+                  prediction_type=prediction_type)
+    grid = torch.cat([diffusion_sigmas_as_flow(schedule_sigmas(s)[timesteps(1000, n, "trailing")]),
+                      torch.zeros(1, dtype=torch.float64)])
+    start = z * float(((1 - grid[0]) ** 2 + grid[0] ** 2).sqrt())
+    euler = sample_flow(velocity_from_diffusion(dummy, s, prediction_type=prediction_type), z.shape, sigmas=grid,
+                        noise=start)
+    assert ((ddim - euler).abs().max() / ddim.abs().max()).item() < 1e-4
+
+
+def test_flow_alpha_bar_is_the_rescaled_path():
+    from course_lib.flow import flow_alpha_bar
+
+    t = torch.tensor([0.1, 0.5, 0.9])
+    x0, eps = torch.randn(3, 2), torch.randn(3, 2)
+    x_t, _ = flow_path(x0, eps, t)
+    a = flow_alpha_bar(t).float()[:, None]
+    n = ((1 - t) ** 2 + t**2).sqrt()[:, None]
+    assert torch.allclose(x_t / n, a.sqrt() * x0 + (1 - a).sqrt() * eps, atol=1e-6)
