@@ -326,3 +326,28 @@ def test_flow_alpha_bar_is_the_rescaled_path():
     a = flow_alpha_bar(t).float()[:, None]
     n = ((1 - t) ** 2 + t**2).sqrt()[:, None]
     assert torch.allclose(x_t / n, a.sqrt() * x0 + (1 - a).sqrt() * eps, atol=1e-6)
+
+
+def test_flow_rows_of_the_steps_table():
+    """benchmarks/samplers.py's flow rows: labels, network calls, the same starting noises, best ratios."""
+    from course_lib.flow_table import FlowRowConfig, best_ratio_within, flow_steps_vs_quality, flow_table_configs
+
+    configs = flow_table_configs(("flow",))
+    assert [c.nfe for c in configs] == [1, 2, 4, 10, 20, 2, 4, 10, 20]
+    assert configs[3].label == "flow Euler-10" and FlowRowConfig("reflow", "midpoint", 2, 3.0).label == "reflow Midpoint-2 shift 3"
+    seen = []
+
+    def model(x, t, cond=None):
+        seen.append(x[:1].clone())
+        return torch.zeros_like(x)
+
+    real = torch.zeros(4, 1, 4, 4)
+    rows = flow_steps_vs_quality({"flow": model}, real, configs[:2], 3, fid_fn=lambda r, f: float(f.abs().mean()),
+                                 progress=False)
+    assert [r["nfe"] for r in rows] == [1, 2] and torch.equal(seen[0], seen[1])  # the same starting noise
+    rows.append({"nfe": 1000, "fid": 2.0 * rows[0]["fid"]})
+    assert best_ratio_within(rows, 4) == 0.5
+    with pytest.raises(ValueError, match="reflow"):
+        flow_steps_vs_quality({"flow": model}, real, [FlowRowConfig("reflow", "euler", 1)], 3)
+    with pytest.raises(ValueError, match="shift"):
+        FlowRowConfig("flow", "euler", 1, shift=0.0)
