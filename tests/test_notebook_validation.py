@@ -12,6 +12,7 @@ from course_lib.sweep import NOTEBOOK_DIR
 
 SCHEDULES = "02_noise_schedules.ipynb"
 SAMPLERS = "06_ddim_and_fast_samplers.ipynb"
+FLOW = "12_flow_matching.ipynb"
 
 
 @pytest.mark.parametrize(
@@ -23,6 +24,8 @@ SAMPLERS = "06_ddim_and_fast_samplers.ipynb"
         (SCHEDULES, {"seed": "abc"}, "seed must be an integer"),
         (SAMPLERS, {"spacing": "trailing"}, "sigma_max=80.0 only applies to spacing='karras'"),
         (SAMPLERS, {"sampler": "dpm_solver"}, "sampler='dpm_solver' is not allowed"),
+        (FLOW, {"sampler": "rk4"}, "sampler='rk4' is not allowed"),
+        (FLOW, {"shift": 0.0}, "shift=0.0 is out of range"),
     ],
 )
 def test_bad_parameter_fails_in_validation_cell(tmp_path, monkeypatch, notebook, params, expected):
