@@ -31,7 +31,6 @@ diffusers' ``FlowMatchEulerDiscreteScheduler`` hands its transformer ``timestep 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Literal, NamedTuple, Sequence, get_args
 
@@ -450,16 +449,10 @@ def straightness(trajectory: Sequence[torch.Tensor]) -> float:
     return float(off_line.norm(dim=-1).amax(0).mean() / length.mean().clamp(min=1e-12))
 
 
-def _logit_normal_density(t: np.ndarray, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
-    """π(t) of the logit-normal law (Esser et al. 2024, eq. 19), for the chapter's picture."""
-    logit = np.log(t / (1 - t))
-    return np.exp(-((logit - mean) ** 2) / (2 * std**2)) / (std * math.sqrt(2 * math.pi) * t * (1 - t))
-
-
 __all__ = [
     "FLOW_SAMPLERS", "FlowMatching", "FlowSampleResult", "FlowSampler", "TIMESTEP_SAMPLINGS", "TIME_SCALE",
-    "TimestepSampling", "check_shift", "diffusion_sigmas_as_flow", "flow_alpha_bar", "flow_euler_step", "flow_heun_step", "flow_midpoint_step",
-    "flow_network_evaluations", "flow_path", "flow_sigmas", "flow_steps_for_nfe", "flow_timesteps",
+    "TimestepSampling", "check_shift", "diffusion_sigmas_as_flow", "flow_alpha_bar", "flow_euler_step",
+    "flow_heun_step", "flow_midpoint_step", "flow_network_evaluations", "flow_path", "flow_sigmas", "flow_steps_for_nfe", "flow_timesteps",
     "noise_from_velocity", "reflow_pairs", "sample_flow", "sample_times", "shift_sigmas", "split_pairs",
     "straightness", "velocity_from_diffusion", "x0_from_velocity",
 ]
