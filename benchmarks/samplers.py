@@ -9,9 +9,9 @@ The computation is ``course_lib.steps_table.steps_vs_quality``, the same functio
 
     python benchmarks/samplers.py [--profile auto] [--n-samples N] [--spacings] [--json]
 
-The flow rows (chapter 12) follow: the flow-matching digits model (``pretrained_flow.flow_digits_model``,
+The flow rows (chapter 12) follow: the flow-matching digits model (``pretrained.flow_digits_model``,
 the same U-Net at the same training budget as the diffusion model) and its reflowed copy
-(``pretrained_flow.reflow_digits_model``), with Euler and midpoint steps at 1, 2, 4, 10 and 20 network
+(``pretrained.reflow_digits_model``), with Euler and midpoint steps at 1, 2, 4, 10 and 20 network
 calls, from the same starting noises. ``--json`` adds ``best_ratio_at_10`` and ``best_ratio_at_4``
 (the lowest FID ÷ DDPM-1000 FID among all rows with at most that many calls), ``flow_train_seconds``
 and ``reflow_extra_seconds`` (drawing the pairs + the second training). ``--no-flow`` leaves them out.
@@ -29,15 +29,16 @@ import time
 
 from _cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.data import load_mnist5000
-from course_lib.flow_table import best_ratio_within, flow_steps_vs_quality, flow_table_configs
-from course_lib.pretrained import digits_model
-from course_lib.pretrained_flow import flow_digits_model, reflow_digits_model
+from course_lib.pretrained import digits_model, flow_digits_model, reflow_digits_model
 from course_lib.schedules import SPACINGS
 from course_lib.solvers import SIGMA_SAMPLERS, SIGMA_SPACINGS
 from course_lib.steps_table import (
     EDM_SIGMA_MAX,
     SamplerConfig,
+    best_ratio_within,
     best_within,
+    flow_steps_vs_quality,
+    flow_table_configs,
     format_table,
     reference_fid,
     samples_per_row,

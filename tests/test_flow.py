@@ -330,7 +330,7 @@ def test_flow_alpha_bar_is_the_rescaled_path():
 
 def test_flow_rows_of_the_steps_table():
     """benchmarks/samplers.py's flow rows: labels, network calls, the same starting noises, best ratios."""
-    from course_lib.flow_table import FlowRowConfig, best_ratio_within, flow_steps_vs_quality, flow_table_configs
+    from course_lib.steps_table import FlowRowConfig, best_ratio_within, flow_steps_vs_quality, flow_table_configs
 
     configs = flow_table_configs(("flow",))
     assert [c.nfe for c in configs] == [1, 2, 4, 10, 20, 2, 4, 10, 20]
