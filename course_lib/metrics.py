@@ -290,7 +290,7 @@ def class_accuracy(
     return_confidence: bool = False,
     batch_size: int = 500,
 ) -> float | tuple[float, float]:
-    """Share of ``images`` the shipped classifier assigns to the class in ``labels`` (chapter 09).
+    """Share of ``images`` the shipped classifier assigns to the class in ``labels`` (chapter 07).
 
     ``labels``: one class per image (N,) or a single int for all. With ``return_confidence=True``
     returns ``(accuracy, mean confidence)``, the confidence being the softmax probability of the
