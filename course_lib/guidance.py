@@ -52,7 +52,7 @@ from .checkpoints import (
     model_signature,
     save_checkpoint,
 )
-from .forward import PREDICTION_TYPES, split_prediction_at
+from .forward import PREDICTION_TYPES, prediction_type_of, split_prediction_at
 from .models.embeddings import EMPTY_LABEL
 from .models.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
 from .schedules import NoiseSchedule, broadcast_to
@@ -144,6 +144,7 @@ def cfg_model(model: Denoiser, guidance_scale: float, *, rescale: float = 0.0) -
         out_cond, out_uncond = out.chunk(2)  # (2B, …) -> two (B, …)
         return rescale_guidance(cfg_combine(out_uncond, out_cond, s), out_cond, phi)
 
+    guided.prediction_type = prediction_type_of(model)  # type: ignore[attr-defined]  (guidance keeps the type)
     return guided
 
 
@@ -202,7 +203,7 @@ def classifier_guided_model(
     schedule: NoiseSchedule,
     scale: float,
     *,
-    prediction_type: str = "epsilon",
+    prediction_type: str | None = None,
     pass_cond: bool = False,
 ) -> Denoiser:
     """``model`` steered by a noise-aware classifier, as a denoiser ``guided(x_t, t, cond=labels)`` (chapter 07).
@@ -213,7 +214,8 @@ def classifier_guided_model(
 
     with s = ``scale`` ≥ 0 (0: no guidance). ``classifier(x_t, t)`` returns logits; it sees the same
     (possibly fractional) t as the denoiser, and ᾱ_t comes from :func:`alpha_bar_at`. An x₀- or
-    v-predicting model (``prediction_type``) is read as ε̂, guided, and re-expressed in its own type.
+    v-predicting model (``prediction_type``; None: the model's own, :func:`~course_lib.forward.prediction_type_of`)
+    is read as ε̂, guided, and re-expressed in its own type.
     ``cond`` (required) holds the labels y (B,); −1 rows are left unguided. ``pass_cond=True`` also
     hands the labels to ``model`` (guidance on top of a conditional model); by default the model
     is called as ``model(x_t, t)`` — for the course's conditional U-Net that is its unconditional
@@ -225,7 +227,7 @@ def classifier_guided_model(
     if not isinstance(schedule, NoiseSchedule):
         raise ValueError(f"schedule must be a NoiseSchedule (course_lib.schedules.make_schedule), got {type(schedule).__name__}")
     s = check_guidance_scale(scale, "scale")
-    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    prediction_type = prediction_type_of(model, prediction_type)
     check_bool("pass_cond", pass_cond)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -244,6 +246,7 @@ def classifier_guided_model(
         eps = eps - s * (1 - a_bar) ** 0.5 * grad
         return _output_from_eps(a_bar, eps, x_t, prediction_type)
 
+    guided.prediction_type = prediction_type  # type: ignore[attr-defined]  (what sample() reads it as)
     return guided
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .forward import PREDICTION_TYPES, _coef, posterior_between, split_prediction, split_prediction_at
+from .forward import PREDICTION_TYPES, _coef, posterior_between, prediction_type_of, split_prediction, split_prediction_at
 from .guidance import cfg_combine, cfg_model  # noqa: F401  (cfg_combine: re-exported, it lived here first)
 from .schedules import NoiseSchedule
 from .settings import check_bool, check_choice, check_float, check_int
@@ -503,7 +503,7 @@ def sample(
     return_trajectory: bool = False,
     spacing: str | None = None,
     sigma_max: float | None = None,
-    prediction_type: str = "epsilon",
+    prediction_type: str | None = None,
     clip_sample: bool | None = None,
     round_timesteps: bool = False,
     device: torch.device | str | None = None,
@@ -545,7 +545,9 @@ def sample(
     at 20 steps in our measurement (ODE error against a converged solution, analytic denoiser, linear /
     scaled_linear / cosine schedules); take ``trailing`` with a zero-terminal-SNR schedule, so that the
     first step starts at t = T−1 where x_T really is pure noise (Lin et al. 2023, §3.3).
-    ``clip_sample`` (None = True for ddpm, False otherwise) clamps x̂₀ to [−1, 1].
+    ``clip_sample`` (None = True for ddpm, False otherwise) clamps x̂₀ to [−1, 1]. ``prediction_type``
+    (None: the model's own ``prediction_type`` attribute, else "epsilon"; see
+    :func:`course_lib.forward.prediction_type_of`) says how to read the model's output.
     ``round_timesteps`` (σ-samplers) gives the network the nearest integer t, as diffusers'
     DPMSolverMultistepScheduler does.
 
@@ -571,7 +573,7 @@ def sample(
             sigma_max = min(DEFAULT_SIGMA_MAX, float(schedule_sigmas(s)[-1]))
     check_choice("spacing", spacing, SPACINGS if discrete else SIGMA_SPACINGS)
     _check_sigma_max(s, spacing, sigma_max)
-    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    prediction_type = prediction_type_of(model, prediction_type)
     if clip_sample is None:
         clip_sample = sampler == "ddpm"
     check_bool("clip_sample", clip_sample)
@@ -703,7 +705,7 @@ def ddim_invert(
     *,
     num_steps: int = 50,
     spacing: str = "leading",
-    prediction_type: str = "epsilon",
+    prediction_type: str | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
 ) -> torch.Tensor | SampleResult:
@@ -724,7 +726,7 @@ def ddim_invert(
     T = s.num_timesteps
     num_steps = check_int("num_steps", num_steps, min_value=1, max_value=T)
     check_choice("spacing", spacing, SPACINGS)
-    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    prediction_type = prediction_type_of(model, prediction_type)
     check_bool("progress", progress)
     check_bool("return_trajectory", return_trajectory)
     if not isinstance(x0, torch.Tensor) or x0.dim() < 2 or not x0.is_floating_point():
