@@ -435,6 +435,13 @@ def digits_train_config(profile: str = "auto", *, cond: bool = False) -> TrainCo
                    prediction_type=COND_PREDICTION_TYPE, min_snr_gamma=None)
 
 
+def digits_run_name(profile: str, *, cond: bool = False) -> str:
+    """The folder under ``settings.runs_dir()`` of the digits model: ``digits-<profile>`` or, for the class-
+    conditional model, ``digits-<profile>-cond-v`` (v-prediction since issue 11; a new name, so an old
+    ε-model cache is neither mistaken for it nor in its way)."""
+    return f"digits-{profile}" + ("-cond-v" if cond else "")
+
+
 def digits_model(
     profile: str = "auto",
     *,
@@ -446,7 +453,7 @@ def digits_model(
 ) -> tuple[nn.Module, NoiseSchedule, dict[str, Any]]:
     """The chapter-04 MNIST digits U-Net (32×32, ``course_lib.data.load_mnist5000``), trained once and cached.
 
-    If ``run_dir`` (default ``runs/digits-<profile>`` or ``runs/digits-<profile>-cond``) holds a
+    If ``run_dir`` (default ``runs/digits-<profile>`` or ``runs/digits-<profile>-cond-v``) holds a
     finished checkpoint whose sha256, model config, training config, schedule and data all match,
     it is loaded in a second; a partial one is resumed; otherwise the model is trained from
     scratch (``cpu`` profile: a few minutes). A checkpoint that does not verify raises
@@ -466,7 +473,7 @@ def digits_model(
     cfg = digits_config(prof, num_classes=DIGITS_NUM_CLASSES if cond else None)
     tcfg = digits_train_config(prof, cond=cond)
     schedule = make_schedule(DIGITS_SCHEDULE)
-    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / (f"digits-{prof}" + ("-cond" if cond else ""))
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / digits_run_name(prof, cond=cond)
     split = load_mnist5000("train", size=cfg.image_size)
     data = (split.images, split.labels) if cond else split.images
     cached = not retrain and has_checkpoint(run_dir) and int(read_state(run_dir).get("step", -1)) >= tcfg.steps
