@@ -388,6 +388,8 @@ def train(
     finally:
         bar.close()
     model.eval()
+    for m in (model, ema_model):  # a trained model says what it predicts; samplers read it (forward.prediction_type_of)
+        m.prediction_type = config.prediction_type
     total = committed["seconds"] if run_dir is not None and start < config.steps else seconds()
     return TrainResult(model, ema_model, losses, max(start, config.steps), total)
 
