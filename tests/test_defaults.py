@@ -5,7 +5,8 @@ import torch
 
 from course_lib.forward import prediction_type_of
 from course_lib.guidance import cfg_model
-from course_lib.samplers import DEFAULT_SIGMA_MAX, sample, sigma_to_t
+from course_lib.samplers import DEFAULT_SIGMA_MAX, sample
+from course_lib.schedules import sigma_to_t
 from course_lib.schedules import make_schedule
 
 
