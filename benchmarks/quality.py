@@ -55,18 +55,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_read_only(profile: str, cond: bool, device: torch.device) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """The EMA model of the checkpoint in runs/digits-<profile>[-cond] as it is (finished or not); nothing is written."""
+    """The EMA model of the checkpoint in runs/digits-<profile>[-cond-v] as it is (finished or not); nothing is written."""
     from course_lib.checkpoints import check_signature, load_checkpoint, state_dict_into
     from course_lib.models.unet import UNet, digits_config
     from course_lib.schedules import make_schedule
     from course_lib.settings import runs_dir
     from course_lib.pretrained import DIGITS_NUM_CLASSES, DIGITS_SCHEDULE
 
-    run_dir = runs_dir() / (f"digits-{profile}" + ("-cond" if cond else ""))
+    from course_lib.pretrained import digits_run_name
+
+    run_dir = runs_dir() / digits_run_name(profile, cond=cond)
     model = UNet(digits_config(profile, num_classes=DIGITS_NUM_CLASSES if cond else None))
     tensors, state = load_checkpoint(run_dir)  # sha256-verified
     check_signature(state["model"], model)
     state_dict_into(model, tensors, "ema.")
+    model.prediction_type = state["train_config"]["prediction_type"]  # samplers read the output by it
     info = {"train_seconds": float(state["seconds"]), "steps": int(state["step"]), "cached": True, "run_dir": str(run_dir),
             "planned_steps": int(state["train_config"]["steps"])}
     return model.to(device).eval(), make_schedule(DIGITS_SCHEDULE), info

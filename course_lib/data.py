@@ -137,3 +137,58 @@ def load_torchvision(name: TorchvisionName, *, train: bool = True, root: str = "
     x = torch.as_tensor(np.asarray(ds.data), dtype=torch.float32) / 255.0
     x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x[:, None]  # (N, C, H, W)
     return Split(to_unit_range(x), torch.as_tensor(np.asarray(ds.targets)).long())
+
+
+class GaussianMixture:
+    """A 2-D mixture of K equally likely round Gaussians N(μ_k, s²I) whose noisy versions are known
+    in closed form (chapter 04, the score view).
+
+    Noising x_t = √ᾱ x₀ + √(1−ᾱ) ε keeps it a mixture: components N(√ᾱ μ_k, (ᾱ s² + 1 − ᾱ) I). So the
+    score ∇ log p_t(x) and Tweedie's denoiser E[x₀ | x_t] = (x_t + (1−ᾱ) ∇ log p_t(x_t)) / √ᾱ
+    (Efron 2011) are exact, for any noise level — the answers a trained denoiser should approach.
+    """
+
+    def __init__(self, means: torch.Tensor | None = None, std: float = 0.15) -> None:
+        if means is None:  # six Gaussians on a circle of radius 1.5
+            angles = torch.arange(6, dtype=torch.float64) * (2 * torch.pi / 6)
+            means = 1.5 * torch.stack([angles.cos(), angles.sin()], 1)
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if means.dim() != 2 or means.shape[1] != 2 or means.shape[0] < 1:
+            raise ValueError(f"means must be (K, 2), got {tuple(means.shape)}")
+        if not std > 0:
+            raise ValueError(f"std must be > 0, got {std}")
+        self.means, self.std = means, float(std)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n points (n, 2), float32."""
+        n = check_int("n", n, min_value=1)
+        k = torch.randint(self.means.shape[0], (n,), generator=generator)
+        return (self.means[k] + self.std * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float()
+
+    def _parts(self, x: torch.Tensor, a_bar: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+        x = torch.as_tensor(x, dtype=torch.float64)
+        centres = a_bar**0.5 * self.means  # (K, 2)
+        var = a_bar * self.std**2 + 1 - a_bar
+        diff = x[:, None, :] - centres[None]  # (N, K, 2)
+        resp = (-diff.square().sum(-1) / (2 * var)).softmax(dim=1)  # (N, K): which component x came from
+        return diff, resp, var
+
+    def score(self, x: torch.Tensor, a_bar: float) -> torch.Tensor:
+        """∇ₓ log p_t(x) of the noised mixture at ᾱ (N, 2): a responsibility-weighted pull to each centre."""
+        diff, resp, var = self._parts(x, float(a_bar))
+        return -(resp[..., None] * diff).sum(1) / var
+
+    def denoise(self, x: torch.Tensor, a_bar: float) -> torch.Tensor:
+        """Tweedie's formula: E[x₀ | x_t = x] = (x + (1 − ᾱ) ∇ log p_t(x)) / √ᾱ (N, 2)."""
+        a_bar = float(a_bar)
+        return (torch.as_tensor(x, dtype=torch.float64) + (1 - a_bar) * self.score(x, a_bar)) / a_bar**0.5
+
+    def class_posterior(self, x: torch.Tensor, a_bar: float) -> torch.Tensor:
+        """p(k | x_t = x): which blob a noisy point came from, the mixture's exact classifier (N, K)."""
+        return self._parts(x, float(a_bar))[1]
+
+    def class_score(self, x: torch.Tensor, a_bar: float, k: torch.Tensor | int) -> torch.Tensor:
+        """∇ₓ log p_t(x | k): the score of blob k alone (N, 2), the "conditional model" of chapter 07."""
+        diff, _, var = self._parts(x, float(a_bar))
+        k = torch.as_tensor(k, dtype=torch.long).expand(diff.shape[0])
+        return -diff[torch.arange(diff.shape[0]), k] / var

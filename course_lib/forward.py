@@ -148,6 +148,15 @@ class Prediction(NamedTuple):
     eps: torch.Tensor
 
 
+def prediction_type_of(model: object, prediction_type: str | None = None) -> str:
+    """The output type to read ``model``'s output as: ``prediction_type`` when given, else the model's own
+    ``model.prediction_type`` attribute (set by the course's trained models, e.g. the v-predicting
+    class-conditional digits model), else ``"epsilon"``. Raises ValueError for an unknown type."""
+    if prediction_type is None:
+        prediction_type = getattr(model, "prediction_type", "epsilon")
+    return check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+
+
 def split_prediction(
     s: NoiseSchedule, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int,
     prediction_type: PredictionType = "epsilon",

@@ -41,15 +41,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .forward import (
-    PREDICTION_TYPES,
     DiffusionModel,
     PredictionType,
     check_model_output,
     convert_at,
+    prediction_type_of,
     split_prediction_at,
 )
 from .schedules import NoiseSchedule, alpha_bar_at
-from .settings import check_bool, check_choice, check_float
+from .settings import check_bool, check_float
 
 #: The class label that means "no condition" (the empty token of classifier-free guidance).
 NULL_LABEL = -1
@@ -139,6 +139,7 @@ def cfg_model(model: DiffusionModel, guidance_scale: float, *, rescale: float = 
         out_cond, out_uncond = out.chunk(2)  # (2B, …) -> two (B, …)
         return rescale_guidance(cfg_combine(out_uncond, out_cond, s), out_cond, phi)
 
+    guided.prediction_type = prediction_type_of(model)  # type: ignore[attr-defined]  (guidance keeps the type)
     return guided
 
 
@@ -164,7 +165,7 @@ def classifier_guided_model(
     schedule: NoiseSchedule,
     scale: float,
     *,
-    prediction_type: PredictionType = "epsilon",
+    prediction_type: PredictionType | None = None,
     pass_cond: bool = False,
 ) -> DiffusionModel:
     """``model`` steered by a noise-aware classifier, as a denoiser ``guided(x_t, t, cond=labels)`` (chapter 07).
@@ -175,7 +176,8 @@ def classifier_guided_model(
 
     with s = ``scale`` ≥ 0 (0: no guidance). ``classifier(x_t, t)`` returns logits; it sees the same
     (possibly fractional) t as the denoiser, and ᾱ_t comes from :func:`course_lib.schedules.alpha_bar_at`.
-    An x₀- or v-predicting model (``prediction_type``) is read as ε̂, guided, and re-expressed in its
+    An x₀- or v-predicting model (``prediction_type``; None: the model's own,
+    :func:`course_lib.forward.prediction_type_of`) is read as ε̂, guided, and re-expressed in its
     own type (:func:`course_lib.forward.convert_at`). ``cond`` (required) holds the labels y (B,); −1
     rows are left unguided. ``pass_cond=True`` also hands the labels to ``model`` (guidance on top of a
     conditional model); by default the model is called as ``model(x_t, t)`` — for the course's
@@ -187,7 +189,7 @@ def classifier_guided_model(
     if not isinstance(schedule, NoiseSchedule):
         raise ValueError(f"schedule must be a NoiseSchedule (course_lib.schedules.make_schedule), got {type(schedule).__name__}")
     s = check_guidance_scale(scale, "scale")
-    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    prediction_type = prediction_type_of(model, prediction_type)
     check_bool("pass_cond", pass_cond)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -205,6 +207,7 @@ def classifier_guided_model(
         eps = eps - s * (1 - a_bar) ** 0.5 * grad
         return convert_at(a_bar, eps, x_t, "epsilon", prediction_type)
 
+    guided.prediction_type = prediction_type  # type: ignore[attr-defined]  (what sample() reads it as)
     return guided
 
 

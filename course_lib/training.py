@@ -412,6 +412,9 @@ def train(
     finally:
         bar.close()
     model.eval()
+    if isinstance(objective, DiffusionObjective):  # a trained denoiser says what it predicts (forward.prediction_type_of)
+        for m in (model, ema_model):
+            m.prediction_type = config.prediction_type
     if total is None or start >= config.steps:
         total = seconds()
     return TrainResult(model, ema_model, losses, max(start, done), total)
