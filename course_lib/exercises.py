@@ -31,3 +31,15 @@ def check(name: str, answer: Any, expected: Any, *, rtol: float = 1e-3, atol: fl
         raise AssertionError(f"✗ {name}: got {answer!r}, expected {expected!r}. {hint}".rstrip())
     print(f"✓ {name}: correct!")
     return True
+
+
+def negative_elbo_solution(x, encode, decode, eps, decoder_std, beta):
+    """Chapter 09's exercise, solved: reparameterise z = μ + σ ε, then reconstruction + β·KL per picture (nats)."""
+    import math
+
+    mu, logvar = encode(x)
+    z = mu + torch.exp(0.5 * logvar) * eps  # σ = exp(½ log σ²)
+    d = x[0].numel()
+    recon = (x - decode(z)).pow(2).flatten(1).sum(1) / (2 * decoder_std**2) + d * math.log(decoder_std * math.sqrt(2 * math.pi))
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    return recon + beta * kl

@@ -173,3 +173,57 @@ def test_gan_resume_is_exact(tmp_path):
 def test_bad_gan_parameters_raise_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         GANTrainConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- the chapter's exercise
+def test_elbo_exercise_solution_passes_the_check():
+    from course_lib.exercises import negative_elbo_solution
+    from course_lib.families import check_negative_elbo
+
+    torch.manual_seed(0)
+    assert check_negative_elbo(negative_elbo_solution, VAE(SMALL_VAE)) is True
+
+
+def test_elbo_exercise_wrong_answers_fail_and_none_is_not_tried():
+    from course_lib.exercises import negative_elbo_solution
+    from course_lib.families import check_negative_elbo
+
+    torch.manual_seed(0)
+    m = VAE(SMALL_VAE)
+    with torch.no_grad():
+        m.to_stats.bias += 1.5  # a code far from the box's centre: a KL of tens of nats, like a trained VAE's
+
+    def no_half_in_kl(x, encode, decode, eps, s, beta):
+        mu, logvar = encode(x)
+        return negative_elbo_solution(x, encode, decode, eps, s, beta) + beta * 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+
+    def sigma_as_logvar(x, encode, decode, eps, s, beta):  # z = μ + log σ² · ε: the wrong spread
+        return negative_elbo_solution(x, lambda v: encode(v), lambda z: decode(z), eps * 2.0, s, beta)
+
+    for wrong in (no_half_in_kl, sigma_as_logvar):
+        with pytest.raises(AssertionError, match="negative ELBO"):
+            check_negative_elbo(wrong, m)
+    assert check_negative_elbo(lambda *a: None, m) is False
+
+
+def test_families_validation_names_the_parameter():
+    from course_lib.families import check_budget, check_family
+
+    with pytest.raises(ValueError, match="family"):
+        check_family("flow")
+    for bad in (0, -5.0):
+        with pytest.raises(ValueError, match="budget_seconds"):
+            check_budget(bad)
+    with pytest.raises(ValueError, match="beta"):
+        ELBO(beta=-1.0)
+
+
+def test_class_coverage_of_real_digits_is_nearly_uniform():
+    from course_lib.data import load_mnist5000
+    from course_lib.families import MAX_ENTROPY_BITS, class_coverage
+
+    cov = class_coverage(load_mnist5000("test").images[:500])
+    assert cov.shares.shape == (10,) and cov.shares.sum().item() == pytest.approx(1.0)
+    assert MAX_ENTROPY_BITS - 0.1 < cov.entropy_bits <= MAX_ENTROPY_BITS + 1e-6
+    one = class_coverage(load_mnist5000("test").images[:1].repeat(20, 1, 1, 1))  # a collapsed "model": one picture
+    assert one.entropy_bits == pytest.approx(0.0, abs=1e-6)
