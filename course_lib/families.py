@@ -50,7 +50,7 @@ def class_coverage(images: torch.Tensor) -> Coverage:
     counts = torch.bincount(predicted_classes(images), minlength=NUM_CLASSES).double()
     shares = counts / counts.sum()
     nz = shares[shares > 0]
-    return Coverage(shares.float(), float(-(nz * nz.log2()).sum()))
+    return Coverage(shares.float(), max(0.0, float(-(nz * nz.log2()).sum())))
 
 
 MAX_ENTROPY_BITS = math.log2(NUM_CLASSES)
