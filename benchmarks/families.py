@@ -8,7 +8,7 @@ their entropy (log₂ 10 ≈ 3.32 bits = all ten digits equally often). The tabl
 final model ("diffusion, trained longer"), the real-vs-real floor and pure static.
 
     python benchmarks/families.py [--profile cpu] [--n 1000] [--num-steps 25] [--seed 0]
-                                  [--save-samples DIR] [--threads N] [--json]
+                                  [--save-samples DIR] [--no-longer] [--threads N] [--json]
 
 ``--json`` prints one object with keys ``vae``, ``gan``, ``diffusion`` (and ``diffusion_longer``),
 each holding ``fid``, ``kid``, ``class_entropy``, ``train_seconds``, ``sample_seconds_per_1000``.
@@ -42,6 +42,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=None, help=f"pictures per family (and real digits); default {DEFAULT_N}")
     ap.add_argument("--num-steps", type=int, default=None, help=f"DDIM steps for diffusion; default {DEFAULT_STEPS}")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-longer", action="store_true", help="leave out chapter 04's final model (diffusion, trained longer)")
     ap.add_argument("--save-samples", default=None, metavar="DIR", help="write <family>.pt = {'samples': (n, 1, 32, 32)}")
     return ap.parse_args(argv)
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     real, real_b = disjoint_subsets(load_mnist5000("train").images, n, count=2, seed=seed)
     result: dict[str, Any] = {"profile": profile, "n": n, "num_steps": DEFAULT_STEPS[profile], "seed": seed}
     samples = {}
-    for name in (*FAMILIES, "diffusion_longer"):
+    for name in (*FAMILIES, *(() if args.no_longer else ("diffusion_longer",))):
         draw, info = load_family(name, profile, device=device, progress=not args.json)
         samples[name], seconds = draw_in_batches(draw, n, seed=seed)
         result[name] = {**score_family(real, samples[name], seed=seed), "train_seconds": info["train_seconds"],
@@ -79,7 +80,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\nthree families · profile {r['profile']} · {r['device']} · {r['threads']} threads · load {r['load_average']}")
     print(f"{r['n']} pictures per family vs {r['n']} real training digits · diffusion: DDIM, {r['num_steps']} steps")
     print(f"\n{'':>26} {'FID':>7} {'KID':>8} {'class entropy':>14} {'train steps':>12} {'train s':>8} {'s / 1000 pict.':>15}")
-    for name in (*FAMILIES, "diffusion_longer"):
+    for name in (n for n in (*FAMILIES, "diffusion_longer") if n in r):
         s = r[name]
         print(f"{FAMILY_NAMES[name]:>26} {s['fid']:7.1f} {s['kid']:8.4f} {s['class_entropy']:9.2f} bits {s['train_steps']:12d} "
               f"{s['train_seconds']:8.0f} {s['sample_seconds_per_1000']:15.2f}")

@@ -121,7 +121,7 @@ def plot_gan_losses(g_losses: Sequence[float], d_losses: Sequence[float], *, win
 
 # ----------------------------------------------------------------------------- the race
 RACE_SAMPLER, RACE_BATCH = "ddim", 250
-DEFAULT_STEPS = {"smoke": 5, "cpu": 50, "gpu": 50}
+DEFAULT_STEPS = {"smoke": 5, "cpu": 25, "gpu": 50}  # DDIM steps, as chapter 10
 
 
 def load_family(name: str, profile: str = "auto", *, device: str | torch.device | None = None,
