@@ -175,7 +175,7 @@ def score_family(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0) -> di
             "class_shares": [round(float(s), 4) for s in cov.shares]}
 
 
-def check_negative_elbo(fn: Callable[..., Any], vae: torch.nn.Module, *, decoder_std: float = 0.2,
+def negative_elbo_check(fn: Callable[..., Any], vae: torch.nn.Module, *, decoder_std: float = 0.2,
                         beta: float = 1.0, seed: int = 0) -> bool:
     """Chapter 09's exercise check: ``fn(x, encode, decode, eps, decoder_std, beta)`` must return the
     negative ELBO per picture (B,) of a fixed batch, as :class:`course_lib.models.vae.ELBO` computes it."""

@@ -178,15 +178,15 @@ def test_bad_gan_parameters_raise_naming_them(kwargs, name):
 # ----------------------------------------------------------------------------- the chapter's exercise
 def test_elbo_exercise_solution_passes_the_check():
     from course_lib.exercises import negative_elbo_solution
-    from course_lib.families import check_negative_elbo
+    from course_lib.families import negative_elbo_check
 
     torch.manual_seed(0)
-    assert check_negative_elbo(negative_elbo_solution, VAE(SMALL_VAE)) is True
+    assert negative_elbo_check(negative_elbo_solution, VAE(SMALL_VAE)) is True
 
 
 def test_elbo_exercise_wrong_answers_fail_and_none_is_not_tried():
     from course_lib.exercises import negative_elbo_solution
-    from course_lib.families import check_negative_elbo
+    from course_lib.families import negative_elbo_check
 
     torch.manual_seed(0)
     m = VAE(SMALL_VAE)
@@ -202,8 +202,8 @@ def test_elbo_exercise_wrong_answers_fail_and_none_is_not_tried():
 
     for wrong in (no_half_in_kl, sigma_as_logvar):
         with pytest.raises(AssertionError, match="negative ELBO"):
-            check_negative_elbo(wrong, m)
-    assert check_negative_elbo(lambda *a: None, m) is False
+            negative_elbo_check(wrong, m)
+    assert negative_elbo_check(lambda *a: None, m) is False
 
 
 def test_families_validation_names_the_parameter():
