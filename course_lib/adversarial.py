@@ -26,19 +26,23 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import nn
 
-from .checkpoints import check_same, check_signature, has_checkpoint, load_checkpoint, model_signature, save_checkpoint, state_dict_into
-from .models.gan import hinge_d_loss, hinge_g_loss
-from .settings import check_bool, check_float, check_int, get_device
-from .training import (
-    TrainingDiverged,
-    _fingerprint,
+from .checkpoints import (
     _optimizer_tensors,
     _restore_optimizer,
     _restore_rng,
     _rng_tensors,
-    ema_decay_at,
-    ema_update,
+    check_same,
+    check_signature,
+    fingerprint,
+    has_checkpoint,
+    load_checkpoint,
+    model_signature,
+    save_checkpoint,
+    state_dict_into,
 )
+from .models.gan import hinge_d_loss, hinge_g_loss
+from .settings import check_bool, check_float, check_int, get_device
+from .training import TrainingDiverged, ema_decay_at, ema_update
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ def train_gan(
                            min_value=1)
     dev = torch.device(device) if isinstance(device, torch.device) else get_device(device or "auto")
     identity = {"generator": model_signature(generator), "discriminator": model_signature(discriminator),
-                "train_config": asdict(config), "objective": {"objective": "hinge-gan"}, "data": _fingerprint(data)}
+                "train_config": asdict(config), "objective": {"objective": "hinge-gan"}, "data": fingerprint(data)}
 
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)  # every draw of the loop: indices and codes

@@ -227,3 +227,35 @@ def test_class_coverage_of_real_digits_is_nearly_uniform():
     assert MAX_ENTROPY_BITS - 0.1 < cov.entropy_bits <= MAX_ENTROPY_BITS + 1e-6
     one = class_coverage(load_mnist5000("test").images[:1].repeat(20, 1, 1, 1))  # a collapsed "model": one picture
     assert one.entropy_bits == pytest.approx(0.0, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- the cached recipes (smoke sizes)
+def test_race_recipes_train_once_then_load_from_the_cache(tmp_path, monkeypatch):
+    from course_lib import pretrained
+
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
+    vae, info = pretrained.vae_model("smoke", device="cpu", progress=False)
+    assert not info["cached"] and info["steps"] == pretrained.RACE_STEPS["smoke"]["vae"]
+    assert info["objective"] == "elbo" and info["decoder_std"] == pretrained.VAE_DECODER_STD
+    assert sum(info["losses"][-5:]) < sum(info["losses"][:5])  # the course's loop, the ELBO objective: it learns
+    again, info2 = pretrained.vae_model("smoke", device="cpu", progress=False)
+    assert info2["cached"] and all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), again.state_dict().values()))
+    gen, ginfo = pretrained.gan_model("smoke", device="cpu", progress=False)
+    assert not ginfo["cached"] and len(ginfo["g_losses"]) == pretrained.RACE_STEPS["smoke"]["gan"]
+    assert pretrained.gan_model("smoke", device="cpu", progress=False)[1]["cached"]
+    # chapter 04's run keeps its checkpoint of the race step: the race model then loads without training
+    pretrained.digits_model("smoke", device="cpu", progress=False)
+    model, schedule, dinfo = pretrained.digits_race_model("smoke", device="cpu", progress=False)
+    assert dinfo["cached"] and dinfo["steps"] == pretrained.RACE_STEPS["smoke"]["diffusion"]
+    # … and it is exactly the recipe stopped there: a fresh replay gives the same EMA weights
+    replay, _, rinfo = pretrained.digits_race_model("smoke", run_dir=tmp_path / "replay", device="cpu", progress=False)
+    assert not rinfo["cached"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), replay.state_dict().values()))
+
+
+def test_vae_beta_names_its_own_run(tmp_path, monkeypatch):
+    from course_lib import pretrained
+
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="beta"):
+        pretrained.vae_model("smoke", beta=-1.0, progress=False)
