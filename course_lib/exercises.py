@@ -411,3 +411,15 @@ def flow_euler_solution(model: Any, noise: torch.Tensor, sigmas: torch.Tensor) -
         t = torch.full((x.shape[0],), float(sigmas[i]) * 1000)  # the network's time: t·1000
         x = x + (sigmas[i + 1] - sigmas[i]) * model(x, t)
     return x
+
+
+def negative_elbo_solution(x, encode, decode, eps, decoder_std, beta):
+    """Chapter 09's exercise, solved: reparameterise z = μ + σ ε, then reconstruction + β·KL per picture (nats)."""
+    import math
+
+    mu, logvar = encode(x)
+    z = mu + torch.exp(0.5 * logvar) * eps  # σ = exp(½ log σ²)
+    d = x[0].numel()
+    recon = (x - decode(z)).pow(2).flatten(1).sum(1) / (2 * decoder_std**2) + d * math.log(decoder_std * math.sqrt(2 * math.pi))
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    return recon + beta * kl

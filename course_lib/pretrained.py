@@ -43,12 +43,13 @@ CARD_FILE = "card.json"
 def train_once(
     build: Callable[[], nn.Module], objective: NoiseSchedule | Any, data: Any, config: TrainConfig,
     run_dir: Path, *, retrain: bool = False, device: str | torch.device | None = None, progress: bool = True,
+    callback: Any = None,
 ) -> tuple[TrainResult, bool]:
     """Train ``build()`` (seeded with ``config.seed``: the initial weights are part of the recipe) once, cached in ``run_dir``.
 
     Returns ``(result, cached)``; ``cached`` is True when a finished checkpoint was loaded and
     nothing was trained. A checkpoint written by an older course version (no optimizer state) is
-    retrained over.
+    retrained over. ``callback`` goes to :func:`course_lib.training.train`.
     """
     check_bool("retrain", retrain)
     check_bool("progress", progress)
@@ -57,7 +58,8 @@ def train_once(
     fresh = retrain or stale
     cached = not fresh and state is not None and int(state.get("step", -1)) >= config.steps
     torch.manual_seed(config.seed)
-    result = train(build(), objective, data, config, run_dir=run_dir, resume=not fresh, device=device, progress=progress)
+    result = train(build(), objective, data, config, run_dir=run_dir, resume=not fresh, device=device, progress=progress,
+                   callback=callback)
     return result, cached
 
 
@@ -141,7 +143,8 @@ def digits_model(
     """The chapter-04 MNIST digits U-Net (32×32, ``course_lib.data.load_mnist5000``), trained once and cached.
 
     ``run_dir`` defaults to ``runs/digits-<profile>`` or ``runs/digits-<profile>-cond-v`` (see
-    :func:`train_once` for loading, resuming and verifying). ``cond=True`` gives a class-conditional
+    :func:`train_once` for loading, resuming and verifying). The unconditional run also keeps a copy of
+    its checkpoint at chapter 09's race step in ``<run_dir>-race`` (:class:`KeepCheckpoint`). ``cond=True`` gives a class-conditional
     model (labels 0–9, −1 = no label) trained with condition dropout for classifier-free guidance.
 
     Returns ``(ema_model, schedule, info)`` with info keys ``train_seconds``, ``steps``,
@@ -156,8 +159,9 @@ def digits_model(
     run_dir = Path(run_dir) if run_dir is not None else runs_dir() / digits_run_name(prof, cond=cond)
     split = load_mnist5000("train", size=cfg.image_size)
     data = (split.images, split.labels) if cond else split.images
+    keep = None if cond else KeepCheckpoint(run_dir, run_dir.parent / f"{run_dir.name}-race", RACE_STEPS[prof]["diffusion"])
     result, cached = train_once(lambda: UNet(cfg), schedule, data, tcfg, run_dir, retrain=retrain, device=device,
-                                progress=progress)
+                                progress=progress, callback=keep)
     info = {**run_info(result, cached, tcfg, prof, run_dir), "schedule": DIGITS_SCHEDULE,
             "prediction_type": tcfg.prediction_type}
     return result.ema_model, schedule, info
@@ -438,3 +442,142 @@ __all__ = [
     "flow_digits_model", "flow_train_config", "noisy_classifier_accuracy", "prompt_model", "prompt_recipe",
     "reflow_digits_model", "reflow_pairs_for", "reflow_train_config", "run_info", "train_once",
 ]
+
+
+# ----------------------------------------------------------------------------- chapter 09: the race of the three families
+# Each family trains for about the same CPU time. Calibrated on the 2-core reference CPU with one torch
+# thread, in process CPU seconds (which a busy, shared machine does not inflate as it does wall time):
+# a step of 64 images costs the digits U-Net 0.222 s, the VAE 0.056 s and the GAN 0.107 s, so 600, 2,400
+# and 1,240 steps each cost about 133 s. Measured whole runs (1 thread, data loading and checkpoints
+# included): VAE 145 s, GAN 143 s of CPU time. Chapter 04's run commits a checkpoint at its step 600 and
+# keeps a copy of it (:class:`KeepCheckpoint`): the race's diffusion model, without training twice.
+RACE_STEPS: dict[str, dict[str, int]] = {
+    "smoke": {"vae": 20, "gan": 20, "diffusion": 10},
+    "cpu": {"vae": 2400, "gan": 1240, "diffusion": 600},
+    "gpu": {"vae": 6000, "gan": 3000, "diffusion": 1000},
+}
+VAE_DECODER_STD = 0.7  # tuned on 400-step runs (FID of 500 samples): s = 0.1 → 91, 0.2 → 68, 0.35 → 47, 0.5 → 38, 0.7 → 33, 1.0 → 31 (flat: keep the sharper 0.7)
+
+
+def vae_train_config(profile: Profile = "auto") -> TrainConfig:
+    """The VAE's recipe: AdamW, lr 2e-3 with warm-up and cosine decay, batch 64, EMA, no clipping (the ELBO is in nats per image)."""
+    prof = resolve_profile(profile)
+    steps = RACE_STEPS[prof]["vae"]
+    return TrainConfig(steps=steps, batch_size=16 if prof == "smoke" else 64, lr=2e-3, warmup=min(100, steps // 4),
+                       grad_clip=None, ema_decay=0.999, checkpoint_every=max(1, steps // 4))
+
+
+def vae_model(
+    profile: Profile = "auto", *, beta: float = 1.0, run_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None, progress: bool = True, retrain: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Chapter 09's VAE on the MNIST-5000 digits, trained once through :func:`course_lib.training.train`
+    with the :class:`~course_lib.models.vae.ELBO` objective and cached in ``runs/vae-<profile>``
+    (``-beta<β>`` when β ≠ 1). Returns ``(ema_model, info)`` (info as :func:`run_info`, plus ``beta``, ``decoder_std``)."""
+    from .models.vae import ELBO, VAE, VAEConfig
+
+    prof = resolve_profile(profile)
+    objective = ELBO(beta=beta, decoder_std=VAE_DECODER_STD)
+    cfg = VAEConfig(base=8 if prof == "smoke" else 32)
+    tcfg = vae_train_config(prof)
+    name = f"vae-{prof}" + ("" if objective.beta == 1.0 else f"-beta{objective.beta:g}")
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / name
+    data = load_mnist5000("train", size=cfg.image_size).images
+    result, cached = train_once(lambda: VAE(cfg), objective, data, tcfg, run_dir, retrain=retrain,
+                                device=_device(device), progress=progress)
+    return result.ema_model, {**run_info(result, cached, tcfg, prof, run_dir), **objective.identity()}
+
+
+def gan_train_config(profile: Profile = "auto") -> "GANTrainConfig":
+    """The GAN's recipe: hinge loss, Adam (β₁ = 0, β₂ = 0.9), two time-scales lr_g 4e-4 < lr_d 8e-4, batch 64, EMA."""
+    from .adversarial import GANTrainConfig
+
+    prof = resolve_profile(profile)
+    steps = RACE_STEPS[prof]["gan"]
+    return GANTrainConfig(steps=steps, batch_size=16 if prof == "smoke" else 64, lr_g=4e-4, lr_d=8e-4,
+                          checkpoint_every=max(1, steps // 4))
+
+
+def gan_model(
+    profile: Profile = "auto", *, run_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
+    progress: bool = True, retrain: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Chapter 09's GAN on the MNIST-5000 digits (:func:`course_lib.adversarial.train_gan`), trained once and
+    cached in ``runs/gan-<profile>`` like every model here. Returns ``(ema_generator, info)``; info as
+    :func:`run_info` but with ``g_losses`` / ``d_losses`` instead of ``losses``."""
+    from .adversarial import train_gan
+    from .models.gan import Discriminator, GANConfig, Generator
+
+    check_bool("retrain", retrain)
+    prof = resolve_profile(profile)
+    cfg = GANConfig(g_base=8, d_base=8) if prof == "smoke" else GANConfig()
+    tcfg = gan_train_config(prof)
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"gan-{prof}"
+    data = load_mnist5000("train", size=cfg.image_size).images
+    cached = not retrain and has_checkpoint(run_dir) and int(read_state(run_dir).get("step", -1)) >= tcfg.steps
+    torch.manual_seed(tcfg.seed)
+    result = train_gan(Generator(cfg), Discriminator(cfg), data, tcfg, run_dir=run_dir, resume=not retrain,
+                       device=_device(device), progress=progress)
+    info = {"train_seconds": result.seconds, "steps": result.steps, "config": cfg.to_dict(),
+            "train_config": asdict(tcfg), "profile": prof, "run_dir": str(run_dir), "cached": cached,
+            "g_losses": result.g_losses, "d_losses": result.d_losses}
+    return result.ema_generator, info
+
+
+def digits_race_model(
+    profile: Profile = "auto", *, run_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, NoiseSchedule, dict[str, Any]]:
+    """Chapter 04's digits model as it was after ``RACE_STEPS[profile]["diffusion"]`` steps: chapter 09's diffusion contestant.
+
+    The same recipe as :func:`digits_model` (same initial weights, data order and learning-rate plan),
+    stopped at the race's step and cached in ``runs/digits-<profile>-race``: the EMA weights there are
+    exactly what chapter 04's run held at that step. Returns ``(ema_model, schedule, info)``.
+    """
+    from .checkpoints import CheckpointError, check_signature, load_checkpoint, state_dict_into
+    from .training import StopAfter
+
+    prof = resolve_profile(profile)
+    race = RACE_STEPS[prof]["diffusion"]
+    cfg, tcfg = digits_config(prof), digits_train_config(prof)
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"digits-{prof}-race"
+    cached = has_checkpoint(run_dir) and int(read_state(run_dir).get("step", -1)) >= race
+    if not cached:  # train chapter 04's recipe up to the race's step (a checkpoint is committed there)
+        torch.manual_seed(tcfg.seed)
+        train(UNet(cfg), make_schedule(DIGITS_SCHEDULE), load_mnist5000("train", size=cfg.image_size).images, tcfg,
+              run_dir=run_dir, device=_device(device), progress=progress, callback=StopAfter(steps=race))
+    tensors, state = load_checkpoint(run_dir)  # sha256-verified
+    model = UNet(cfg)
+    check_signature(state["model"], model)
+    if state["train_config"] != asdict(tcfg) or int(state["step"]) != race:
+        raise CheckpointError(f"{str(run_dir)!r} does not hold chapter 04's recipe at step {race}; delete it to retrain")
+    state_dict_into(model, tensors, "ema.")
+    info = {"train_seconds": float(state["seconds"]), "steps": int(state["step"]), "config": cfg.to_dict(),
+            "train_config": asdict(tcfg), "profile": prof, "run_dir": str(run_dir), "cached": cached,
+            "losses": list(state["losses"]), "schedule": DIGITS_SCHEDULE, "prediction_type": tcfg.prediction_type}
+    return model.to(_device(device)).eval(), make_schedule(DIGITS_SCHEDULE), info
+
+
+class KeepCheckpoint:
+    """Callback for :func:`train`: once the run has committed its checkpoint of step ``step`` in ``run_dir``,
+    copy it to ``keep_dir`` (weights first, then the JSON: the copy is committed atomically like the original).
+
+    Chapter 04's digits run commits a checkpoint at the race's step (``checkpoint_every`` divides it), so
+    chapter 09 finds the diffusion model "as it was after the race budget" without training anything twice.
+    """
+
+    def __init__(self, run_dir: Path, keep_dir: Path, step: int) -> None:
+        self.run_dir, self.keep_dir, self.step = Path(run_dir), Path(keep_dir), check_int("step", step, min_value=1)
+
+    def __call__(self, info: Any) -> None:
+        if info.step <= self.step or has_checkpoint(self.keep_dir) or not has_checkpoint(self.run_dir):
+            return
+        state = read_state(self.run_dir)
+        if int(state["step"]) != self.step:
+            return
+        from .checkpoints import atomic_save_tensors, load_checkpoint
+
+        tensors, state = load_checkpoint(self.run_dir)  # sha256-verified
+        digest = atomic_save_tensors(self.keep_dir / state["weights"], tensors,
+                                     metadata={"format_version": str(state["format_version"])})
+        atomic_write_text(self.keep_dir / "checkpoint.json", json.dumps({**state, "sha256": digest}))
