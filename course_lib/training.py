@@ -20,10 +20,20 @@ One step (Ho et al. 2020, Algorithm 1, generalised to three targets):
 - Periodic atomic checkpoints (course_lib.checkpoints) hold the weights, EMA, optimizer state,
   loss history and the RNG states, so a run killed at any moment resumes *exactly*: the final
   weights equal those of an uninterrupted run, bit for bit on the CPU.
+- Data-parallel under ``torchrun`` (course_lib.distributed): the global batch is drawn from the
+  run's one stream on every rank and split across the ranks, DDP averages the gradients, rank 0
+  alone writes checkpoints. N processes give the weights of one process to float rounding, and a
+  checkpoint written at any world size resumes exactly at any other.
+- No host synchronisation per step on a GPU: the losses stay on the device and are read every
+  ``log_every`` steps (and before every checkpoint), where a NaN is caught before it is saved;
+  the draws reach the GPU through pinned memory. On CUDA the model runs channels_last, in bf16
+  autocast where the GPU has bf16, and ``compile=True`` wraps it in ``torch.compile``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import math
 import os
@@ -31,7 +41,7 @@ import time
 from copy import deepcopy
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -46,6 +56,7 @@ from .checkpoints import (
     save_checkpoint,
     state_dict_into,
 )
+from . import distributed
 from .forward import PREDICTION_TYPES, target
 from .schedules import NoiseSchedule, broadcast_to, make_schedule
 from .settings import check_bool, check_choice, check_float, check_int, get_device, resolve_profile, runs_dir
@@ -149,7 +160,7 @@ def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
 
 def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
     """Per-sample loss weights of Min-SNR-γ (Hang et al. 2023) for each target type: shape (B,)."""
-    snr = schedule.snr(t.cpu()).to(t.device)
+    snr = schedule.snr(t.to(schedule.alphas_cumprod.device)).to(t.device)  # no host round trip on a GPU
     clipped = torch.clamp(snr, max=gamma)
     if prediction_type == "epsilon":
         return clipped / snr
@@ -245,6 +256,42 @@ def _restore_rng(gen: torch.Generator, tensors: dict[str, torch.Tensor], device:
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
 
 
+# ----------------------------------------------------------------------------- run-wide limits
+@dataclass(frozen=True)
+class Limits:
+    """What ``python -m course_lib.train`` changes about every :func:`train` call inside :func:`limits`."""
+
+    until: int | None = None  # stop after this many steps of the recipe (a checkpoint is left there)
+    checkpoint_every: int | None = None  # overrides config.checkpoint_every (not part of a run's identity)
+    compile: bool = False  # torch.compile the model
+
+
+_LIMITS: contextvars.ContextVar[Limits] = contextvars.ContextVar("course_lib_training_limits", default=Limits())
+
+
+@contextlib.contextmanager
+def limits(*, until: int | None = None, checkpoint_every: int | None = None, compile: bool = False) -> Iterator[Limits]:
+    """Within the block, every :func:`train` stops after ``until`` steps of its recipe, checkpoints every
+    ``checkpoint_every`` steps and (``compile=True``) compiles its model. The recipes themselves, and so
+    the runs' identities, stay the same: a chapter later resumes or loads the run."""
+    if until is not None:
+        check_int("until", until, min_value=1)
+    if checkpoint_every is not None:
+        check_int("checkpoint_every", checkpoint_every, min_value=0)
+    token = _LIMITS.set(Limits(until, checkpoint_every, bool(compile)))
+    try:
+        yield _LIMITS.get()
+    finally:
+        _LIMITS.reset(token)
+
+
+def _to_device(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """CPU draws onto the device; through pinned memory without waiting on CUDA (no host sync)."""
+    if dev.type != "cuda":
+        return x.to(dev)
+    return x.pin_memory().to(dev, non_blocking=True)
+
+
 # ----------------------------------------------------------------------------- the loop
 def train(
     model: nn.Module,
@@ -257,6 +304,9 @@ def train(
     device: str | torch.device | None = None,
     progress: bool = True,
     callback: Callable[[StepInfo], None] | None = None,
+    log_every: int = 25,
+    compile: bool | None = None,
+    channels_last: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` (a denoiser ``model(x_t, t, cond=None)``) on ``data`` with ``config``.
 
@@ -267,6 +317,12 @@ def train(
     training continues from it — if it is already finished, nothing is trained. ``resume=False``
     starts again and overwrites. Raises :class:`TrainingDiverged` on a NaN/inf loss (the last
     checkpoint stays intact) and ValueError/CheckpointError naming any bad input.
+
+    Speed: the losses are read from the device every ``log_every`` steps (every step when a
+    ``callback`` wants them); ``compile=True`` wraps the model in ``torch.compile``;
+    ``channels_last`` (default: on CUDA) stores images as NHWC, what tensor cores prefer.
+    Under ``torchrun`` (course_lib.distributed) the run is data-parallel: ``config.batch_size`` is
+    the global batch, split evenly across the processes.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -276,6 +332,13 @@ def train(
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     check_bool("resume", resume)
     check_bool("progress", progress)
+    check_int("log_every", log_every, min_value=1)
+    lim = _LIMITS.get()
+    compile = lim.compile if compile is None else check_bool("compile", compile)
+    every = config.checkpoint_every if lim.checkpoint_every is None else lim.checkpoint_every
+    stop = config.steps if lim.until is None else min(config.steps, lim.until)
+    where = distributed.info()
+    part = distributed.local_slice(config.batch_size, where)  # this rank's share of the global batch
     images, conds = _split_data(data)
     if images.shape[0] < 1 or not images.dtype.is_floating_point:
         raise ValueError(f"data must hold at least one floating-point example, got shape {tuple(images.shape)} {images.dtype}")
@@ -302,7 +365,11 @@ def train(
 
     torch.manual_seed(config.seed)  # dropout draws
     gen = torch.Generator().manual_seed(config.seed)  # every draw of the loop: indices, t, ε, drops
+    cl = (dev.type == "cuda") if channels_last is None else check_bool("channels_last", channels_last)
+    cl = cl and images.dim() == 4
     model = model.to(dev).train()
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
     ema_model = deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     losses: list[float] = []
@@ -321,23 +388,55 @@ def train(
         _restore_rng(gen, tensors, dev)
         start, seconds_before, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
 
+    net: nn.Module = model  # what the steps call: the model, wrapped for DDP and/or compiled
+    if where.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if compile:
+        net = torch.compile(net)
+
     tic = time.perf_counter()
+    end = max(start, stop)
 
     def seconds() -> float:  # training time over all sessions of this run
-        return seconds_before + (time.perf_counter() - tic if start < config.steps else 0.0)
+        return seconds_before + (time.perf_counter() - tic if start < stop else 0.0)
 
     committed: dict[str, float] = {}
+    pending: list[torch.Tensor] = []  # this rank's losses of the last steps, still on the device
+
+    def read_losses() -> None:
+        """Bring the pending losses to the host (one sync, one all-reduce for many steps); stop on NaN."""
+        if not pending:
+            return
+        values = distributed.all_mean(torch.stack(pending).float()).tolist()  # the global batch's mean loss
+        first = len(losses) + 1
+        pending.clear()
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                where_ckpt = (f"the last good checkpoint (step {read_state(run_dir)['step']}) in {str(run_dir)!r} is intact"
+                              if run_dir is not None and has_checkpoint(run_dir) else "no checkpoint was written")
+                raise TrainingDiverged(
+                    f"the loss became {value} at step {first + i}; training stopped and {where_ckpt}. "
+                    f"Try a lower lr (now {config.lr:g}), grad_clip, or check the data for NaNs."
+                )
+        losses.extend(values)
 
     def commit(step: int) -> None:
+        read_losses()
         committed["seconds"] = seconds()  # what the checkpoint says is what train() returns
-        opt_tensors, groups = _optimizer_tensors(opt)
-        tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
-                   **{f"ema.{k}": v for k, v in ema_model.state_dict().items()},
-                   **opt_tensors, **_rng_tensors(gen, dev)}
-        save_checkpoint(run_dir, tensors, {**identity, "step": step, "seconds": committed["seconds"], "losses": losses,
-                                           "optimizer_param_groups": groups})
+        if where.is_main:  # one writer; the others wait until the checkpoint is in place
+            opt_tensors, groups = _optimizer_tensors(opt)
+            tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
+                       **{f"ema.{k}": v for k, v in ema_model.state_dict().items()},
+                       **opt_tensors, **_rng_tensors(gen, dev)}
+            save_checkpoint(run_dir, tensors, {**identity, "step": step, "seconds": committed["seconds"],
+                                               "losses": losses, "optimizer_param_groups": groups})
+        distributed.barrier()
 
     images_dev = images.to(dev)
+    if cl:
+        images_dev = images_dev.contiguous(memory_format=torch.channels_last)
     conds_dev = conds.to(dev) if conds is not None else None
     sched_dev = schedule.to(dev)
     use_amp = config.amp and dev.type == "cuda" and _native_bf16()
@@ -345,51 +444,56 @@ def train(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.steps, initial=start, disable=not progress or start >= config.steps,
+    read_every = 1 if callback is not None else log_every
+    bar = tqdm(total=stop, initial=min(start, stop), disable=not progress or start >= stop,
                desc="training", dynamic_ncols=True)
     try:
-        for step in range(start, config.steps):
+        for step in range(start, stop):
             lr = lr_at(step, config)
             for group in opt.param_groups:
                 group["lr"] = lr
+            if where.active:  # a private stream per rank and step (dropout), derived from the seed
+                torch.manual_seed(distributed.rank_seed(config.seed, where.rank, step))
+            # the global batch, drawn identically on every rank; each rank keeps its slice
             idx = torch.randint(n, (B,), generator=gen)
             t = torch.randint(T, (B,), generator=gen)
             noise = torch.randn((B, *images.shape[1:]), generator=gen)
-            x0 = images_dev[idx.to(dev)]
-            cond = conds_dev[idx.to(dev)] if conds_dev is not None else None
-            if cond is not None and config.cond_drop_prob > 0:
-                cond = drop_condition(cond, (torch.rand(B, generator=gen) < config.cond_drop_prob).to(dev))
+            drop = (torch.rand(B, generator=gen) < config.cond_drop_prob
+                    if conds is not None and config.cond_drop_prob > 0 else None)
+            idx_dev = _to_device(idx[part], dev)
+            x0 = images_dev[idx_dev]
+            noise_dev = _to_device(noise[part], dev)
+            if cl:
+                x0, noise_dev = (v.contiguous(memory_format=torch.channels_last) for v in (x0, noise_dev))
+            cond = conds_dev[idx_dev] if conds_dev is not None else None
+            if cond is not None and drop is not None:
+                cond = drop_condition(cond, _to_device(drop[part], dev))
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = diffusion_loss(model, sched_dev, x0, t.to(dev), noise.to(dev), cond,
+                loss = diffusion_loss(net, sched_dev, x0, _to_device(t[part], dev), noise_dev, cond,
                                       prediction_type=config.prediction_type, min_snr_gamma=config.min_snr_gamma)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                where = (f"the last good checkpoint (step {read_state(run_dir)['step']}) in {str(run_dir)!r} is intact"
-                         if run_dir is not None and has_checkpoint(run_dir) else "no checkpoint was written")
-                raise TrainingDiverged(
-                    f"the loss became {value} at step {step + 1}; training stopped and {where}. "
-                    f"Try a lower lr (now {config.lr:g}), grad_clip, or check the data for NaNs."
-                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
             ema_update(ema_model, model, ema_decay_at(step, config.ema_decay))
-            losses.append(value)
+            pending.append(loss.detach())
             done = step + 1
-            if progress and (done % 10 == 0 or done == config.steps):
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", lr=f"{lr:.2e}", refresh=False)
+            if done % read_every == 0 or done == stop:
+                read_losses()
+                if progress:
+                    bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             if callback is not None:
-                callback(StepInfo(done, value, lr, model, ema_model))
-            if run_dir is not None and (done == config.steps or (config.checkpoint_every and done % config.checkpoint_every == 0)):
+                callback(StepInfo(done, losses[-1], lr, model, ema_model))
+            if run_dir is not None and (done == stop or (every and done % every == 0)):
                 commit(done)
+        read_losses()
     finally:
         bar.close()
     model.eval()
-    total = committed["seconds"] if run_dir is not None and start < config.steps else seconds()
-    return TrainResult(model, ema_model, losses, max(start, config.steps), total)
+    total = committed["seconds"] if run_dir is not None and start < stop else seconds()
+    return TrainResult(model, ema_model, losses, end, total)
 
 
 # ----------------------------------------------------------------------------- the chapter-04 digits model
