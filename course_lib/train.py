@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from typing import Any, Callable
 
-from functools import partial
+import torch
 
 from . import distributed
 from .prompts import prompt_model
@@ -61,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     where = distributed.init()
     device = args.device
-    if where.active and device is None:
-        device = f"cuda:{where.local_rank}" if distributed.default_backend() == "nccl" else "cpu"
+    if where.active and device is None:  # one GPU per process, or all on the CPU
+        device = torch.device(f"cuda:{where.local_rank}" if distributed.default_backend() == "nccl" else "cpu")
     tic = time.perf_counter()
     try:
         with limits(until=args.steps, checkpoint_every=args.checkpoint_every, compile=args.compile):
