@@ -141,11 +141,12 @@ def collect_results(notebooks: Iterable[Path | str], param_names: Sequence[str] 
     runs = []
     for path in notebooks:
         meta = nbformat.read(str(path), as_version=4).metadata.get("papermill", {})
-        runs.append((dict(meta.get("parameters", {})), meta.get("duration"), read_results(path)))
+        chapter = Path(meta.get("input_path") or Path(path).name.split("__")[0]).stem
+        params = {"chapter": chapter, **meta.get("parameters", {})}
+        runs.append((params, meta.get("duration"), read_results(path)))
     if param_names is None:
         keys = list(dict.fromkeys(k for params, _, _ in runs for k in params))
-        param_names = [k for k in keys if len({repr(p.get(k)) for p, _, _ in runs}) > 1] or \
-            [k for k in keys if k != "profile"][:1]
+        param_names = [k for k in keys if len({repr(p.get(k)) for p, _, _ in runs}) > 1] or ["chapter"]
     rows = []
     for params, seconds, figures in runs:
         by_labels: dict[str, dict[str, Any]] = {}

@@ -15,7 +15,8 @@ def executed_notebook(path, params, figures, duration=2.0):
         results.RESULT_MIME: {"name": n, "value": v, "labels": labels}, "text/html": "<!-- -->"})
         for n, v, labels in figures]
     cell = nbformat.v4.new_code_cell("...", outputs=outputs)
-    nb = nbformat.v4.new_notebook(cells=[cell], metadata={"papermill": {"parameters": params, "duration": duration}})
+    meta = {"papermill": {"parameters": params, "duration": duration, "input_path": "notebooks/07_guidance.ipynb"}}
+    nb = nbformat.v4.new_notebook(cells=[cell], metadata=meta)
     nbformat.write(nb, str(path))
     return path
 
