@@ -50,7 +50,7 @@ sweep: $(STAMP)
 
 ## bench: every benchmark script, printing its table (PROFILE as above)
 bench: $(STAMP)
-	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b --profile $(PROFILE) || exit 1; done
+	for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b --profile $(PROFILE) || exit 1; done
 
 clean:
 	rm -rf $(BUILD)

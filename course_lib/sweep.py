@@ -19,7 +19,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:  # settings imports torch; the command line does not need it to start
+    from .settings import Profile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -53,7 +56,7 @@ def colab_url(notebook_name: str, branch: str = "main") -> str:
     return f"https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{notebook_name}"
 
 
-def run_notebook(src: Path | str, dest: Path | str, *, profile: str = "auto", log_output: bool = False,
+def run_notebook(src: Path | str, dest: Path | str, *, profile: Profile = "auto", log_output: bool = False,
                  **parameters: Any) -> Path:
     """Execute ``src`` top to bottom in a fresh kernel with papermill, writing the result to ``dest``."""
     import papermill as pm
@@ -88,7 +91,7 @@ def hide_injected_parameters(notebook: Path | str) -> None:
         nbformat.write(nb, str(notebook))
 
 
-def run_all(profile: str, out_dir: Path | str, only: Iterable[str] = ()) -> list[tuple[Path, float]]:
+def run_all(profile: Profile, out_dir: Path | str, only: Iterable[str] = ()) -> list[tuple[Path, float]]:
     """Execute every chapter (or those whose names contain one of ``only``) into ``out_dir``."""
     results = []
     for src in notebook_paths():
@@ -115,7 +118,7 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def run_grid(src: Path | str, grid: dict[str, list[Any]], out_dir: Path | str, profile: str) -> list[Path]:
+def run_grid(src: Path | str, grid: dict[str, list[Any]], out_dir: Path | str, profile: Profile) -> list[Path]:
     """Execute ``src`` once per combination in ``grid``; outputs are named after the values."""
     names = list(grid)
     outputs = []

@@ -28,15 +28,17 @@ from typing import Any, Callable
 import torch
 
 from . import distributed
-from .prompts import prompt_model
+from .pretrained import digits_model, digits_noisy_classifier, prompt_model
 from .settings import PROFILES, check_int
-from .training import digits_model, limits
+from .training import limits
 
-#: name → function ``fn(profile, *, run_dir=None, device=None, progress=True, retrain=False)`` that
-#: trains (or loads) the model and returns ``(model, schedule, info)``
+#: name → a course_lib.pretrained function ``fn(profile, *, run_dir=None, device=None, progress=True,
+#: retrain=False)`` that trains (or loads) the model and returns its info dict last. Chapters that add
+#: a shared model to course_lib.pretrained add it here too.
 MODELS: dict[str, Callable[..., Any]] = {
     "digits": digits_model,  # chapters 04–06, 10
     "digits-cond": partial(digits_model, cond=True),  # chapter 07
+    "noisy-classifier": digits_noisy_classifier,  # chapter 07 (classifier guidance)
     "prompt": prompt_model,  # chapter 08
 }
 
@@ -67,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     tic = time.perf_counter()
     try:
         with limits(until=args.steps, checkpoint_every=args.checkpoint_every, compile=args.compile):
-            _, _, info = MODELS[args.model](args.profile, run_dir=args.run_dir, device=device,
-                                            progress=where.is_main and not args.quiet, retrain=args.retrain)
+            *_, info = MODELS[args.model](args.profile, run_dir=args.run_dir, device=device,
+                                          progress=where.is_main and not args.quiet, retrain=args.retrain)
     finally:
         distributed.shutdown()
     if where.is_main:
