@@ -230,8 +230,41 @@ def runs_dir() -> "Path":
     return Path.home() / ".cache" / "course_lib" / "runs"
 
 
+def stale_imports(names: Sequence[str] = ("numpy", "torch")) -> list[str]:
+    """Modules whose already-imported version differs from the one now installed.
+
+    On Colab the setup cell's ``%pip install`` runs before anything imports numpy or torch, and the
+    course's bounds admit Colab's own versions, so pip changes neither and no restart is needed. If pip
+    did replace one that was already imported, the old copy stays loaded until the runtime restarts:
+    this lists it (as ``"numpy: loaded 2.1.0, installed 2.3.1"``).
+    """
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    stale = []
+    for name in names:
+        module = sys.modules.get(name)
+        loaded = getattr(module, "__version__", None)
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            continue
+        if loaded is not None and str(loaded).split("+")[0] != installed.split("+")[0]:  # ignore +cu126 labels
+            stale.append(f"{name}: loaded {loaded}, installed {installed}")
+    return stale
+
+
 def describe_environment() -> str:
-    """One line about the machine: compute device, torch version, CPU threads, COURSE_PROFILE."""
+    """One line about the machine: compute device, torch version, CPU threads, COURSE_PROFILE.
+
+    Raises RuntimeError when an installation replaced numpy or torch after they were imported
+    (see :func:`stale_imports`): the runtime must restart before the chapter can run.
+    """
+    stale = stale_imports()
+    if stale:
+        raise RuntimeError("the package installation replaced modules this runtime had already imported ("
+                           + "; ".join(stale) + "). Restart the runtime (Colab: Runtime → Restart session) "
+                           "and run the notebook again; the second time pip changes nothing.")
     dev = get_device("auto")
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else dev.type
     env = os.environ.get(PROFILE_ENV)

@@ -19,6 +19,15 @@ One step (Ho et al. 2020, Algorithm 1, generalised to three targets):
 - Periodic atomic checkpoints (:func:`course_lib.checkpoints.save_run`) hold the weights, EMA,
   optimizer state, loss history and the RNG states, so a run killed at any moment resumes
   *exactly*: the final weights equal those of an uninterrupted run, bit for bit on the CPU.
+- Data-parallel under ``torchrun`` (course_lib.distributed): every rank draws the *global* batch
+  from the run's one stream and keeps its slice, DDP averages the gradients, rank 0 alone writes
+  checkpoints. N processes give the weights of one process to float rounding (for the diffusion
+  and noisy-classifier objectives, which draw for the global batch), and a checkpoint written at
+  any world size resumes exactly at any other.
+- No host synchronisation per step on a GPU: the losses stay on the device and are read every
+  ``log_every`` steps (and before every checkpoint, so a NaN is caught before it is saved); the
+  draws reach the GPU through pinned memory. On CUDA the model runs channels_last, in bf16 autocast
+  where the GPU has bf16, and ``compile=True`` wraps it in ``torch.compile``.
 
 The loss is an *objective*: a NoiseSchedule means the diffusion loss above
 (:class:`DiffusionObjective`); any object with ``loss(model, x0, cond, generator)`` and
@@ -30,17 +39,20 @@ cover the chapters' needs.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 import time
 from copy import deepcopy
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .checkpoints import fingerprint, has_checkpoint, model_signature, read_state, resume_run, save_run, schedule_id
 from .forward import PREDICTION_TYPES, PredictionType, target
 from .guidance import null_condition
@@ -160,7 +172,7 @@ def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
 
 def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction_type: PredictionType) -> torch.Tensor:
     """Per-sample loss weights of Min-SNR-γ (Hang et al. 2023) for each target type: shape (B,)."""
-    snr = schedule.snr(t.cpu()).to(t.device)
+    snr = schedule.snr(t.to(schedule.alphas_cumprod.device)).to(t.device)  # no host round trip on a GPU
     clipped = torch.clamp(snr, max=gamma)
     if prediction_type == "epsilon":
         return clipped / snr
@@ -202,6 +214,13 @@ def _split_data(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     raise ValueError("data must be a tensor (N, …) or a pair (images (N, …), conditions (N, …)) of tensors")
 
 
+def to_device(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """CPU draws onto the device; on CUDA through pinned memory, without waiting for the GPU (no host sync)."""
+    if dev.type != "cuda":
+        return x.to(dev)
+    return x.pin_memory().to(dev, non_blocking=True)
+
+
 def _native_bf16() -> bool:
     """True on CUDA GPUs with bf16 in hardware (Ampere and newer); a T4 only emulates it, slowly."""
     try:
@@ -213,21 +232,29 @@ def _native_bf16() -> bool:
 # ----------------------------------------------------------------------------- objectives
 @dataclass(frozen=True)
 class DiffusionObjective:
-    """The diffusion loss of one batch: draws t, ε (and condition drops) from ``generator``, in that order."""
+    """The diffusion loss of one batch: draws t, ε (and condition drops) from ``generator``, in that order.
+
+    ``batch_size``/``part`` (data-parallel training): draw for the whole global batch of ``batch_size``
+    and keep the slice ``part`` that this process's ``x0`` holds, so every rank sees what one process would.
+    """
 
     schedule: NoiseSchedule
     prediction_type: PredictionType = "epsilon"
     min_snr_gamma: float | None = None
     cond_drop_prob: float = 0.0
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None,
-             generator: torch.Generator) -> torch.Tensor:
-        B, dev = x0.shape[0], x0.device
-        t = torch.randint(self.schedule.num_timesteps, (B,), generator=generator)
-        noise = torch.randn((B, *x0.shape[1:]), generator=generator)
+    def loss(self, model: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator,
+             *, batch_size: int | None = None, part: slice | None = None) -> torch.Tensor:
+        B, dev = batch_size or x0.shape[0], x0.device
+        part = part or slice(0, B)
+        t = torch.randint(self.schedule.num_timesteps, (B,), generator=generator)[part]
+        noise = torch.randn((B, *x0.shape[1:]), generator=generator)[part]
         if cond is not None and self.cond_drop_prob > 0:
-            cond = drop_condition(cond, (torch.rand(B, generator=generator) < self.cond_drop_prob).to(dev))
-        return diffusion_loss(model, self.schedule, x0, t.to(dev), noise.to(dev), cond,
+            cond = drop_condition(cond, to_device((torch.rand(B, generator=generator) < self.cond_drop_prob)[part], dev))
+        noise = to_device(noise, dev)
+        if x0.is_contiguous(memory_format=torch.channels_last) and x0.dim() == 4:
+            noise = noise.contiguous(memory_format=torch.channels_last)
+        return diffusion_loss(model, self.schedule, x0, to_device(t, dev), noise, cond,
                               prediction_type=self.prediction_type, min_snr_gamma=self.min_snr_gamma)
 
     def identity(self) -> dict[str, Any]:
@@ -244,13 +271,14 @@ class NoisyClassifierObjective:
 
     schedule: NoiseSchedule
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None,
-             generator: torch.Generator) -> torch.Tensor:
+    def loss(self, model: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator,
+             *, batch_size: int | None = None, part: slice | None = None) -> torch.Tensor:
         if cond is None:
             raise ValueError("the noisy classifier needs labels: data=(images, labels)")
-        B, dev = x0.shape[0], x0.device
-        t = torch.randint(self.schedule.num_timesteps, (B,), generator=generator).to(dev)
-        noise = torch.randn((B, *x0.shape[1:]), generator=generator).to(dev)
+        B, dev = batch_size or x0.shape[0], x0.device
+        part = part or slice(0, B)
+        t = to_device(torch.randint(self.schedule.num_timesteps, (B,), generator=generator)[part], dev)
+        noise = to_device(torch.randn((B, *x0.shape[1:]), generator=generator)[part], dev)
         return F.cross_entropy(model(self.schedule.to(dev).add_noise(x0, noise, t), t), cond.long())
 
     def identity(self) -> dict[str, Any]:
@@ -260,21 +288,30 @@ class NoisyClassifierObjective:
 # ----------------------------------------------------------------------------- one step, then the loop
 def train_step(model: nn.Module, ema_model: nn.Module, opt: torch.optim.Optimizer, objective: Objective,
                x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator, *, step: int,
-               config: TrainConfig, use_amp: bool = False) -> tuple[float, float]:
+               config: TrainConfig, use_amp: bool = False, net: nn.Module | None = None,
+               read_loss: bool = True, part: slice | None = None) -> tuple[Any, float]:
     """One optimizer step on the batch ``x0`` (+ ``cond``): loss, backward, clip, AdamW, EMA. Returns (loss, lr).
 
     ``step`` is 0-based; it sets the learning rate (:func:`lr_at`) and the EMA's warm-up
     (:func:`ema_decay_at`). The objective draws its own randomness (t, ε, …) from ``generator``.
     A NaN or infinite loss raises :class:`TrainingDiverged` before the weights are touched.
+    :func:`train` passes ``net`` (the model wrapped for DDP or compiled, called for the loss),
+    ``part`` (this rank's slice of the global batch ``config.batch_size``) and ``read_loss=False``:
+    the loss is then returned as a device tensor, unchecked, so the step never waits for the GPU.
     """
     lr = lr_at(step, config)
     for group in opt.param_groups:
         group["lr"] = lr
     with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=use_amp):
-        loss = objective.loss(model, x0, cond, generator)
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise TrainingDiverged(f"the loss became {value} at step {step + 1}")
+        if part is None:
+            loss = objective.loss(net or model, x0, cond, generator)
+        else:
+            loss = objective.loss(net or model, x0, cond, generator, batch_size=config.batch_size, part=part)
+    value: Any = loss.detach()
+    if read_loss:
+        value = float(value)
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"the loss became {value} at step {step + 1}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip is not None:
@@ -309,6 +346,35 @@ def _check_objective(objective: Any, config: TrainConfig, model: nn.Module, cond
         raise ValueError("cond_drop_prob > 0 needs conditions in data: data=(images, labels)")
 
 
+# ----------------------------------------------------------------------------- run-wide limits
+@dataclass(frozen=True)
+class Limits:
+    """What ``python -m course_lib.train`` changes about every :func:`train` call inside :func:`limits`."""
+
+    until: int | None = None  # stop after this many steps of the recipe (a checkpoint is left there)
+    checkpoint_every: int | None = None  # overrides config.checkpoint_every (not part of a run's identity)
+    compile: bool = False  # torch.compile the model
+
+
+_LIMITS: contextvars.ContextVar[Limits] = contextvars.ContextVar("course_lib_training_limits", default=Limits())
+
+
+@contextlib.contextmanager
+def limits(*, until: int | None = None, checkpoint_every: int | None = None, compile: bool = False) -> Iterator[Limits]:
+    """Within the block, every :func:`train` stops after ``until`` steps of its recipe, checkpoints every
+    ``checkpoint_every`` steps and (``compile=True``) compiles its model. The recipes themselves, and so
+    the runs' identities, stay the same: a chapter later resumes or loads the run."""
+    if until is not None:
+        check_int("until", until, min_value=1)
+    if checkpoint_every is not None:
+        check_int("checkpoint_every", checkpoint_every, min_value=0)
+    token = _LIMITS.set(Limits(until, checkpoint_every, bool(compile)))
+    try:
+        yield _LIMITS.get()
+    finally:
+        _LIMITS.reset(token)
+
+
 def train(
     model: nn.Module,
     objective: NoiseSchedule | Objective,
@@ -320,6 +386,9 @@ def train(
     device: str | torch.device | None = None,
     progress: bool = True,
     callback: Callback | Sequence[Callback] | None = None,
+    log_every: int = 25,
+    compile: bool | None = None,
+    channels_last: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``config``: :func:`train_step` ``config.steps`` times, with checkpoints.
 
@@ -334,6 +403,12 @@ def train(
     called in order with a :class:`StepInfo` after every step; raising :class:`StopTraining` ends
     the run there (checkpointed). Raises :class:`TrainingDiverged` on a NaN/inf loss (the last
     checkpoint stays intact) and ValueError/CheckpointError naming any bad input.
+
+    Speed: the losses are read from the device every ``log_every`` steps (every step when there is
+    a callback, which gets them as floats); ``compile=True`` wraps the model in ``torch.compile``;
+    ``channels_last`` (default: on CUDA) stores images as NHWC, what tensor cores prefer. Under
+    ``torchrun`` (course_lib.distributed) the run is data-parallel: ``config.batch_size`` is the
+    global batch, split evenly across the processes; only rank 0 writes checkpoints.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -341,6 +416,13 @@ def train(
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     check_bool("resume", resume)
     check_bool("progress", progress)
+    check_int("log_every", log_every, min_value=1)
+    lim = _LIMITS.get()
+    compile = lim.compile if compile is None else check_bool("compile", compile)
+    every = config.checkpoint_every if lim.checkpoint_every is None else lim.checkpoint_every
+    stop = config.steps if lim.until is None else min(config.steps, lim.until)
+    where = distributed.info()
+    part = distributed.local_slice(config.batch_size, where)  # this rank's share of the global batch
     images, conds = _split_data(data)
     if images.shape[0] < 1 or not images.dtype.is_floating_point:
         raise ValueError(f"data must hold at least one floating-point example, got shape {tuple(images.shape)} {images.dtype}")
@@ -357,7 +439,11 @@ def train(
 
     torch.manual_seed(config.seed)  # dropout draws
     gen = torch.Generator().manual_seed(config.seed)  # every draw of the loop: indices, then the objective's
+    cl = (dev.type == "cuda") if channels_last is None else check_bool("channels_last", channels_last)
+    cl = cl and images.dim() == 4
     model = model.to(dev).train()
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
     ema_model = deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     losses: list[float] = []
@@ -366,56 +452,92 @@ def train(
         state = resume_run(run_dir, identity, model, ema_model, opt, gen, dev)
         start, seconds_before, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
 
+    net: nn.Module = model  # what the steps call for the loss: wrapped for DDP and/or compiled
+    if where.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if compile:
+        net = torch.compile(net)
+    # objectives that can draw for the global batch get this rank's part; others get a private stream per rank
+    global_draws = not where.active or isinstance(objective, (DiffusionObjective, NoisyClassifierObjective))
+
     images_dev = images.to(dev)
+    if cl:
+        images_dev = images_dev.contiguous(memory_format=torch.channels_last)
     conds_dev = conds.to(dev) if conds is not None else None
     use_amp = config.amp and dev.type == "cuda" and _native_bf16()
     tic, done = time.perf_counter(), start
+    pending: list[torch.Tensor] = []  # this rank's losses of the last steps, still on the device
 
     def seconds() -> float:  # training time over all sessions of this run
-        return seconds_before + (time.perf_counter() - tic if start < config.steps else 0.0)
+        return seconds_before + (time.perf_counter() - tic if start < stop else 0.0)
+
+    def read_losses() -> None:
+        """The pending losses to the host: one sync and one all-reduce for many steps; stop on a NaN."""
+        if not pending:
+            return
+        values = distributed.all_mean(torch.stack(pending).float()).tolist()  # the global batch's mean loss
+        first = len(losses) + 1
+        pending.clear()
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                where_ckpt = (f"the last good checkpoint (step {read_state(run_dir)['step']}) in {str(run_dir)!r} is intact"
+                              if run_dir is not None and has_checkpoint(run_dir) else "no checkpoint was written")
+                raise TrainingDiverged(f"the loss became {value} at step {first + i}; training stopped and {where_ckpt}. "
+                                       f"Try a lower lr (now {config.lr:g}), grad_clip, or check the data for NaNs.")
+        losses.extend(values)
 
     def commit() -> float:
+        read_losses()
         now = seconds()  # what the checkpoint says is what train() returns
-        save_run(run_dir, model, ema_model, opt, gen, dev, {**identity, "step": done, "seconds": now, "losses": losses})
+        if where.is_main:  # one writer; the others wait until the checkpoint is in place
+            save_run(run_dir, model, ema_model, opt, gen, dev, {**identity, "step": done, "seconds": now, "losses": losses})
+        distributed.barrier()
         return now
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.steps, initial=start, disable=not progress or start >= config.steps,
+    read_every = 1 if callbacks else log_every
+    bar = tqdm(total=stop, initial=min(start, stop), disable=not progress or start >= stop,
                desc="training", dynamic_ncols=True)
     total = None
     try:
-        for step in range(start, config.steps):
-            idx = torch.randint(images.shape[0], (config.batch_size,), generator=gen).to(dev)
+        for step in range(start, stop):
+            if where.active:  # a private stream per rank and step (dropout), derived from the seed
+                torch.manual_seed(distributed.rank_seed(config.seed, where.rank, step))
+            idx = to_device(torch.randint(images.shape[0], (config.batch_size,), generator=gen)[part], dev)
             x0, cond = images_dev[idx], conds_dev[idx] if conds_dev is not None else None
-            try:
-                value, lr = train_step(model, ema_model, opt, objective, x0, cond, gen, step=step, config=config,
-                                       use_amp=use_amp)
-            except TrainingDiverged as err:
-                where = (f"the last good checkpoint (step {read_state(run_dir)['step']}) in {str(run_dir)!r} is intact"
-                         if run_dir is not None and has_checkpoint(run_dir) else "no checkpoint was written")
-                raise TrainingDiverged(f"{err}; training stopped and {where}. Try a lower lr (now {config.lr:g}), "
-                                       "grad_clip, or check the data for NaNs.") from None
-            losses.append(value)
+            if cl:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+            draws = gen if global_draws else torch.Generator().manual_seed(
+                distributed.rank_seed(config.seed, where.rank, step))
+            loss, lr = train_step(model, ema_model, opt, objective, x0, cond, draws, step=step, config=config,
+                                  use_amp=use_amp, net=net, read_loss=False,
+                                  part=part if where.active and global_draws else None)
+            pending.append(loss)
             done = step + 1
-            if progress and (done % 10 == 0 or done == config.steps):
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", lr=f"{lr:.2e}", refresh=False)
+            if done % read_every == 0 or done == stop:
+                read_losses()
+                if progress:
+                    bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             try:
                 for cb in callbacks:
-                    cb(StepInfo(done, value, lr, model, ema_model))
+                    cb(StepInfo(done, losses[-1], lr, model, ema_model))
             except StopTraining:
                 total = commit() if run_dir is not None else None
                 break
-            if run_dir is not None and (done == config.steps or (config.checkpoint_every and done % config.checkpoint_every == 0)):
+            if run_dir is not None and (done == stop or (every and done % every == 0)):
                 total = commit()
+        read_losses()
     finally:
         bar.close()
     model.eval()
     if isinstance(objective, DiffusionObjective):  # a trained denoiser says what it predicts (forward.prediction_type_of)
         for m in (model, ema_model):
             m.prediction_type = config.prediction_type
-    if total is None or start >= config.steps:
+    if total is None or start >= stop:
         total = seconds()
     return TrainResult(model, ema_model, losses, max(start, done), total)
 
