@@ -40,14 +40,17 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory course PROFILE=smoke BOOK_FLAGS="-W -n --keep-going"
 	$(PY) -m pytest tests/book_checks.py
 
-## sweep: rerun one notebook over a parameter grid, e.g.
+## sweep: rerun one notebook over a parameter grid and print the figures it records, one row per run, e.g.
 ##   make sweep NB=notebooks/02_noise_schedules.ipynb ARGS="-p schedule linear,cosine"
+## (default: chapter 07 over guidance scale × sampler; the table is also written to build/sweep/*__results.csv)
+NB   ?= notebooks/07_guidance.ipynb
+ARGS ?= -p scales 1,3 -p sampler ddim,dpmpp_2m
 sweep: $(STAMP)
 	$(PY) -m course_lib.sweep grid $(NB) --profile $(PROFILE) $(ARGS)
 
 ## bench: every benchmark script, printing its table (PROFILE as above)
 bench: $(STAMP)
-	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b --profile $(PROFILE) || exit 1; done
+	for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b --profile $(PROFILE) || exit 1; done
 
 clean:
 	rm -rf $(BUILD)

@@ -1,6 +1,6 @@
 """Guidance on the class-conditional digits model: class accuracy, FID and time across a scale sweep.
 
-Trains (or loads) ``training.digits_model(profile, cond=True)``, then samples a class-balanced set
+Trains (or loads) ``pretrained.digits_model(profile, cond=True)``, then samples a class-balanced set
 (``--per-class`` digits of each class, the same starting noise at every scale) with classifier-free
 guidance at each scale of ``--scales`` and measures
 
@@ -24,12 +24,13 @@ import time
 
 import torch
 
-from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
+from _cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.data import load_mnist5000
-from course_lib.guidance import check_guidance_scale, guidance_sweep
+from course_lib.evaluation import guidance_sweep
+from course_lib.guidance import check_guidance_scale
+from course_lib.pretrained import digits_model
 from course_lib.samplers import SAMPLERS
 from course_lib.settings import check_choice, check_int
-from course_lib.training import digits_model
 
 
 def parse_scales(text: str) -> list[float]:

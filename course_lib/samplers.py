@@ -1,73 +1,67 @@
-"""Samplers: turning static back into pictures (chapters 05 and 06; guidance hook for 07).
+"""Samplers: turning static back into pictures, step by step on the training timesteps (chapters 05 and 06).
 
 Public API (DESIGN.md): ``timesteps``, ``ddpm_step``, ``ddim_step``, ``sample``, ``StepOutput``.
 
 - one step at a time on the training timesteps: :func:`ddpm_step` (Ho et al. 2020, Algorithm 2) and
-  :func:`ddim_step` (Song et al. 2021, eq. 12), equal to diffusers' DDPM/DDIM ``step``;
-- few-step ODE solvers in σ-space, one plain function each, in the style of the papers' algorithms:
-  :func:`sample_euler`, :func:`sample_heun` (Karras et al. 2022, Algorithm 1), :func:`sample_dpmpp_2m`
-  (Lu et al. 2022, Algorithm 2) on the :func:`karras_sigmas` grid (EDM eq. 5), with
-  :class:`DiscreteDenoiser` turning an ε/x₀/v network into D(x_σ; σ);
-- :func:`sample`: one entry point for every sampler, with classifier-free guidance (:func:`cfg_combine`).
-
-σ-space: x_σ = x_t/√ᾱ_t = x₀ + σ ε with σ = √((1−ᾱ)/ᾱ) (Karras et al. 2022, Table 1, "VP").
+  :func:`ddim_step` (Song et al. 2021, eq. 12), equal to diffusers' DDPM/DDIM ``step``; the visited
+  steps come from :func:`course_lib.schedules.timesteps` (re-exported here);
+- :func:`sample`: one entry point for every sampler — ddpm and ddim here, the few-step σ-space solvers
+  of :mod:`course_lib.solvers` (euler, heun, dpmpp_2m, dpmpp_2m_sde) — with classifier-free guidance
+  through :func:`course_lib.guidance.cfg_model` (chapter 07);
+- moving around in noise space (chapter 06): :func:`slerp` and :func:`ddim_invert`.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-from typing import Any, Callable, Iterable, Literal, NamedTuple, Sequence, get_args
+from typing import Any, Literal, NamedTuple, Sequence, get_args
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .forward import PREDICTION_TYPES, _coef, posterior_between, split_prediction, split_prediction_at
-from .guidance import cfg_combine, cfg_model  # noqa: F401  (cfg_combine: re-exported, it lived here first)
-from .schedules import NoiseSchedule
+from .forward import (
+    PREDICTION_TYPES,
+    DiffusionModel,
+    PredictionType,
+    check_model_output,
+    gaussian_noise,
+    posterior_between,
+    prediction_type_of,
+    split_prediction,
+)
+from .guidance import cfg_model
+from .schedules import SPACINGS, NoiseSchedule, Spacing, alpha_bar_at, schedule_sigmas, timesteps
 from .settings import check_bool, check_choice, check_float, check_int
+from .solvers import (
+    SIGMA_SAMPLERS,
+    SIGMA_SOLVERS,
+    SIGMA_SPACINGS,
+    STOCHASTIC_SIGMA_SAMPLERS,
+    DiscreteDenoiser,
+    ModelFn,
+    SigmaSampler,
+    SigmaSpacing,
+    check_sigma_max,
+    sigma_grid,
+)
 
-Spacing = Literal["leading", "trailing", "linspace"]
-SPACINGS: tuple[str, ...] = get_args(Spacing)
+DiscreteSampler = Literal["ddpm", "ddim"]
+DISCRETE_SAMPLERS: tuple[str, ...] = get_args(DiscreteSampler)
 
+#: Where the default Karras grid starts (EDM, Karras et al. 2022, Table 1): chapter 06 measured it.
+DEFAULT_SIGMA_MAX = 80.0
+Sampler = Literal[DiscreteSampler, SigmaSampler]  # ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_2m_sde
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
-def timesteps(
-    num_train_timesteps: int, num_inference_steps: int, spacing: str = "leading", steps_offset: int = 0
-) -> torch.Tensor:
-    """The N timesteps a sampler visits, in descending order (equal to diffusers' ``set_timesteps``).
-
-    - ``leading``: 0, k, 2k, … with k = T // N (DDIM paper; never reaches T−1 unless offset).
-    - ``trailing``: T−1, T−1−k, … with k = T / N (Lin et al. 2023, Table 2: start from pure noise).
-    - ``linspace``: N points evenly spread over [0, T−1], rounded.
-    """
-    T = check_int("num_train_timesteps", num_train_timesteps, min_value=1)
-    N = check_int("num_inference_steps", num_inference_steps, min_value=1, max_value=T)
-    check_choice("spacing", spacing, SPACINGS)
-    steps_offset = check_int("steps_offset", steps_offset, min_value=0, max_value=T - 1)
-    if spacing == "linspace":
-        ts = np.linspace(0, T - 1, N).round()[::-1].astype(np.int64)
-    elif spacing == "leading":
-        ts = (np.arange(0, N) * (T // N)).round()[::-1].astype(np.int64) + steps_offset
-    else:
-        ts = np.round(np.arange(T, 0, -T / N)).astype(np.int64) - 1
-    return torch.from_numpy(ts.copy())
+__all__ = [  # this module's own names, and the option names re-exported from where they live
+    "DISCRETE_SAMPLERS", "SAMPLERS", "SIGMA_SAMPLERS", "SIGMA_SPACINGS", "SPACINGS", "DiscreteSampler", "Sampler",
+    "SampleResult", "SigmaSampler", "SigmaSpacing", "Spacing", "StepOutput", "ddim_invert", "ddim_step", "ddpm_step",
+    "sample", "slerp", "timesteps",
+]
 
 
 # ============================================================================ one step at a time
-Sampler = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m", "dpmpp_2m_sde"]
-SAMPLERS: tuple[str, ...] = get_args(Sampler)
-DISCRETE_SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
-SIGMA_SAMPLERS: tuple[str, ...] = ("euler", "heun", "dpmpp_2m", "dpmpp_2m_sde")
-SigmaSpacing = Literal["karras", "leading", "trailing", "linspace"]
-SIGMA_SPACINGS: tuple[str, ...] = get_args(SigmaSpacing)
-
-#: The label that means "no condition" (the empty token of classifier-free guidance).
-NULL_LABEL = -1
-
-ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 class StepOutput(NamedTuple):
     """What one reverse step returns: the next, less noisy x and the clean-image guess x̂₀ it used."""
 
@@ -89,23 +83,11 @@ def _check_step_t(name: str, t: torch.Tensor | int, low: int, high: int) -> torc
     return torch.tensor(check_int(name, t, min_value=low, max_value=high))
 
 
-def _alpha_bar(s: NoiseSchedule, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """ᾱ_t broadcast against ``like``, with ᾱ_{−1} = 1 (the clean end: "set_alpha_to_one")."""
-    padded = torch.cat([torch.ones(1, dtype=s.alphas_cumprod.dtype), s.alphas_cumprod])  # index t+1
-    return _coef(padded, t + 1, like)
-
-
-def _randn(shape: Sequence[int], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device (CPU by default) and moved to ``like``'s."""
-    dev = generator.device if generator is not None else like.device
-    return torch.randn(tuple(shape), generator=generator, device=dev, dtype=like.dtype).to(like.device)
-
-
 def _step_noise(noise: torch.Tensor | None, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     if noise is not None and generator is not None:
         raise ValueError("pass either noise or generator, not both (noise is used as it is; generator draws it)")
     if noise is None:
-        return _randn(like.shape, like, generator)
+        return gaussian_noise(like.shape, like, generator)
     if noise.shape != like.shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)} but x_t has shape {tuple(like.shape)}; they must match")
     return noise.to(device=like.device, dtype=like.dtype)
@@ -117,7 +99,7 @@ def ddpm_step(
     t: torch.Tensor | int,
     x_t: torch.Tensor,
     *,
-    prediction_type: str = "epsilon",
+    prediction_type: PredictionType = "epsilon",
     clip_sample: bool = True,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -140,7 +122,7 @@ def ddpm_step(
 
 
 def _ancestral_step(s: NoiseSchedule, model_output: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor,
-                    x_t: torch.Tensor, prediction_type: str, clip_sample: bool, noise: torch.Tensor | None,
+                    x_t: torch.Tensor, prediction_type: PredictionType, clip_sample: bool, noise: torch.Tensor | None,
                     generator: torch.Generator | None) -> StepOutput:
     """x_t → x_{t_prev} by sampling the posterior q(x_{t_prev} | x_t, x̂₀): DDPM on a respaced schedule
     when t_prev < t − 1 (Nichol & Dhariwal 2021, §4); the same as DDIM with η = 1 and ε̂ re-derived."""
@@ -163,7 +145,7 @@ def ddim_step(
     x_t: torch.Tensor,
     *,
     eta: float = 0.0,
-    prediction_type: str = "epsilon",
+    prediction_type: PredictionType = "epsilon",
     clip_sample: bool = False,
     use_clipped_model_output: bool = False,
     noise: torch.Tensor | None = None,
@@ -198,7 +180,7 @@ def ddim_step(
     x0, eps = split_prediction(s, model_output, x_t, tt, prediction_type)
     if clip_sample:
         x0 = x0.clamp(-1.0, 1.0)
-    a_t, a_prev = _alpha_bar(s, tt, x_t), _alpha_bar(s, tp, x_t)
+    a_t, a_prev = alpha_bar_at(s, tt, like=x_t), alpha_bar_at(s, tp, like=x_t)  # ᾱ_{−1} = 1
     if use_clipped_model_output:
         eps = (x_t - a_t**0.5 * x0) / (1 - a_t) ** 0.5
     sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
@@ -208,229 +190,20 @@ def ddim_step(
     return StepOutput(x_prev, x0)
 
 
-# ============================================================================ σ-space (chapter 06)
-def schedule_sigmas(s: NoiseSchedule) -> torch.Tensor:
-    """σ_t = √((1−ᾱ_t)/ᾱ_t) = 1/√SNR(t) for every training step, ascending (float32, length T).
-
-    In σ-space x_σ = x_t/√ᾱ_t = x₀ + σ ε (Karras et al. 2022, "EDM", §2 and Table 1, "VP").
-    A zero ᾱ (the last step of a zero-terminal-SNR schedule) is replaced by 2⁻²⁴, giving a large finite
-    σ_max = 4096, as diffusers does.
-    """
-    a = s.alphas_cumprod
-    a = torch.where(a > 0, a, torch.full_like(a, 2.0**-24))
-    return ((1 - a) / a) ** 0.5
-
-
-def sigma_to_t(s: NoiseSchedule, sigma: torch.Tensor | float) -> torch.Tensor:
-    """The (fractional) timestep whose noise level is σ: linear interpolation of t in log σ between the
-    two neighbouring training steps, clamped to [0, T−1]. Returns float64 of ``sigma``'s shape."""
-    log_sigmas = schedule_sigmas(s).double().log()  # ascending in t
-    ls = torch.as_tensor(sigma, dtype=torch.float64).clamp(min=1e-10).log()
-    low = (ls.unsqueeze(-1) >= log_sigmas).sum(-1).sub(1).clamp(0, s.num_timesteps - 2)  # last step with σ_t ≤ σ
-    lo, hi = log_sigmas[low], log_sigmas[low + 1]
-    w = ((lo - ls) / (lo - hi)).clamp(0.0, 1.0)
-    return (1 - w) * low + w * (low + 1)
-
-
-def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """The EDM noise levels (Karras et al. 2022, eq. 5), with a final 0 appended: n+1 values, descending.
-
-    σ_i = (σ_max^{1/ρ} + i/(n−1) · (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ for i < n, and σ_n = 0.
-    ρ = 7 spends more steps at low noise, where detail forms. Float32, like the rest of the sampler.
-    """
-    n = check_int("n", n, min_value=1)
-    sigma_min = check_float("sigma_min", sigma_min, min_value=0.0)
-    sigma_max = check_float("sigma_max", sigma_max, min_value=sigma_min)
-    rho = check_float("rho", rho, min_value=1e-3)
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    sigmas = (hi + ramp * (lo - hi)) ** rho
-    return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
-
-
-class DiscreteDenoiser:
-    """Wrap a discrete-time network as an EDM denoiser D(x_σ; σ) ≈ x₀ (Karras et al. 2022, §2, Table 1).
-
-    For a noise level σ: ᾱ = 1/(1+σ²); the network sees x_t = √ᾱ x_σ and the timestep t(σ) from
-    :func:`sigma_to_t` (a float, between training steps — so the network's time embedding must accept a
-    float t; the course's sinusoidal embedding does). Its ε, x₀ or v output is read as x̂₀ at that ᾱ.
-    ``round_timesteps=True`` rounds t to the nearest integer for the network only (the solver keeps the
-    exact σ), which is what ``diffusers.DPMSolverMultistepScheduler(use_karras_sigmas=True)`` does.
-    """
-
-    def __init__(self, model_fn: ModelFn, s: NoiseSchedule, *, prediction_type: str = "epsilon",
-                 clip_sample: bool = False, round_timesteps: bool = False) -> None:
-        self.model_fn, self.s = model_fn, s
-        self.prediction_type = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-        self.clip_sample = check_bool("clip_sample", clip_sample)
-        self.round_timesteps = check_bool("round_timesteps", round_timesteps)
-
-    def timestep(self, sigma: torch.Tensor | float) -> torch.Tensor:
-        """t(σ) as the network receives it: float32, or int64 when rounding."""
-        t = sigma_to_t(self.s, sigma)
-        return t.round().long() if self.round_timesteps else t.float()
-
-    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        sigma = float(sigma)
-        a_bar = 1.0 / (1.0 + sigma**2)  # python float: full precision at small σ
-        x_t = x * a_bar**0.5
-        t = self.timestep(sigma).to(x.device).expand(x.shape[0])  # (B,)
-        out = self.model_fn(x_t, t)
-        x0 = split_prediction_at(a_bar, out, x_t, self.prediction_type).x0
-        return x0.clamp(-1.0, 1.0) if self.clip_sample else x0
-
-
-Denoiser = Callable[[torch.Tensor, float], torch.Tensor]  # D(x_σ; σ) ≈ x₀
-StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
-
-
-def _bar(n: int, progress: bool, desc: str) -> Iterable[int]:
-    return tqdm(range(n), disable=not progress, desc=desc, leave=False)
-
-
-def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, progress: bool = False,
-                 callback: StepCallback | None = None) -> torch.Tensor:
-    """Euler's method on the probability-flow ODE dx/dσ = (x − D(x; σ))/σ (Karras et al. 2022, eqs. 1
-    and 3, Algorithm 1 without its correction step; chapter 06). One network call per step.
-
-    ``x`` starts at σ = sigmas[0] (x = σ-space sample, x₀ + σ ε); ``sigmas`` descends to 0.
-    ``callback(i, x_next, denoised)`` runs after step i. On the discrete grid this is DDIM (EDM §3).
-    """
-    for i in _bar(len(sigmas) - 1, progress, "euler"):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        d = (x - denoised) / sigma  # dx/dσ
-        x = x + (sigma_next - sigma) * d
-        if callback is not None:
-            callback(i, x, denoised)
-    return x
-
-
-def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, progress: bool = False,
-                callback: StepCallback | None = None) -> torch.Tensor:
-    """Heun's second-order method (Karras et al. 2022, Algorithm 1, deterministic: S_churn = 0; chapter 06).
-
-    Each step takes an Euler step to σ_{i+1}, evaluates the slope there and averages the two slopes;
-    the last step (to σ = 0) stays Euler. So N steps cost 2N − 1 network calls.
-    """
-    for i in _bar(len(sigmas) - 1, progress, "heun"):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        d = (x - denoised) / sigma
-        x_euler = x + (sigma_next - sigma) * d
-        if sigma_next == 0:
-            x = x_euler
-        else:
-            d_next = (x_euler - denoiser(x_euler, sigma_next)) / sigma_next
-            x = x + (sigma_next - sigma) * (d + d_next) / 2
-        if callback is not None:
-            callback(i, x, denoised)
-    return x
-
-
-def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, progress: bool = False,
-                    callback: StepCallback | None = None) -> torch.Tensor:
-    """DPM-Solver++(2M): the multistep second-order data-prediction solver (Lu et al. 2022,
-    "DPM-Solver++", Algorithm 2; chapter 06). One network call per step.
-
-    In σ-space, with λ = −log σ (half the log-SNR) and h = λ_{i+1} − λ_i, the ODE solved exactly with
-    x̂₀ held constant over the step gives x_{i+1} = (σ_{i+1}/σ_i) x_i − (e^{−h} − 1) x̂₀ (first order:
-    DDIM). The 2M solver uses instead the linear extrapolation of the last two guesses,
-    D = (1 + 1/(2r)) x̂₀_i − 1/(2r) x̂₀_{i−1} with r = h_{i−1}/h. The first step (no history yet) and
-    the step to σ = 0 are first order, so the final step returns the last x̂₀.
-    """
-    old_denoised: torch.Tensor | None = None
-    h_last = 0.0
-    for i in _bar(len(sigmas) - 1, progress, "dpm++(2m)"):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            h = math.log(sigma) - math.log(sigma_next)  # λ_{i+1} − λ_i > 0
-            d = denoised
-            if old_denoised is not None:
-                r = h_last / h
-                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-            x = (sigma_next / sigma) * x - math.expm1(-h) * d
-            h_last = h
-        old_denoised = denoised
-        if callback is not None:
-            callback(i, x, denoised)
-    return x
-
-
-def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                        generator: torch.Generator | None = None, progress: bool = False,
-                        callback: StepCallback | None = None) -> torch.Tensor:
-    """SDE-DPM-Solver++(2M): DPM-Solver++(2M) for the reverse *SDE* instead of the ODE (Lu et al. 2022,
-    "DPM-Solver++", §5 and App. B; diffusers' ``algorithm_type="sde-dpmsolver++"``; chapter 06).
-    One network call per step, plus fresh noise.
-
-    Solving the reverse SDE exactly with x̂₀ held constant over a step (h = λ_{i+1} − λ_i, λ = −log σ)
-    gives x_{i+1} = (σ_{i+1}/σ_i) e^{−h} x_i + (1 − e^{−2h}) D + σ_{i+1} √(1 − e^{−2h}) z, z ~ N(0, I):
-    next to the ODE step it keeps less of x_i (the factor e^{−h}) and adds fresh noise back, as DDPM does. The second-order
-    (midpoint) version uses D = x̂₀_i + ½ (x̂₀_i − x̂₀_{i−1})/r with r = h_{i−1}/h. The first step has no
-    history and the step to σ = 0 returns x̂₀. The fresh noise corrects part of the network's errors
-    instead of carrying them along (Karras et al. 2022, §4), which is why it beats the ODE solvers
-    on an imperfect model (chapter 06's table).
-    """
-    old_denoised: torch.Tensor | None = None
-    h_last = 0.0
-    for i in _bar(len(sigmas) - 1, progress, "dpm++(2m) sde"):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            h = math.log(sigma) - math.log(sigma_next)
-            w = -math.expm1(-2 * h)  # 1 − e^{−2h}: the weight of the guess, and of the fresh noise's variance
-            d = denoised
-            if old_denoised is not None:
-                d = denoised + 0.5 * (denoised - old_denoised) / (h_last / h)
-            x = (sigma_next / sigma) * math.exp(-h) * x + w * d
-            x = x + sigma_next * math.sqrt(w) * _randn(x.shape, x, generator)
-            h_last = h
-        old_denoised = denoised
-        if callback is not None:
-            callback(i, x, denoised)
-    return x
-
-
-SIGMA_SOLVERS: dict[str, Callable[..., torch.Tensor]] = {
-    "euler": sample_euler, "heun": sample_heun, "dpmpp_2m": sample_dpmpp_2m, "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-}
-#: σ-solvers that draw fresh noise at every step (they take the sampler's generator)
-STOCHASTIC_SIGMA_SAMPLERS: tuple[str, ...] = ("dpmpp_2m_sde",)
-
-
-# ============================================================================ guidance and the model call
-def guided_model(model: Callable[..., torch.Tensor], cond: torch.Tensor | None = None,
-                 guidance_scale: float = 1.0) -> ModelFn:
-    """``model`` as a function (x_t, t) → output, with classifier-free guidance and a shape check.
-
-    Convention: ``cond`` is a LongTensor of class labels (B,); the label ``NULL_LABEL`` (−1) means "no
-    condition" (the empty token). With ``cond`` given and s ≠ 1 each call is ONE batched call
-    ``model(cat[x, x], cat[t, t], cond=cat[cond, −1…])`` whose halves are combined by :func:`cfg_combine`
-    (both from :mod:`course_lib.guidance`: :func:`~course_lib.guidance.cfg_model`).
-    With ``cond=None`` the model is called as ``model(x_t, t)``. The first call checks that the output is
-    shaped like x_t and raises ValueError naming both shapes otherwise.
-    """
-    guided = cond is not None and guidance_scale != 1.0
-    net = cfg_model(model, guidance_scale) if guided else model  # course_lib.guidance: one batched call
+# ============================================================================ the model call
+def _bind_model(model: DiffusionModel, cond: torch.Tensor | None = None, guidance_scale: float = 1.0) -> ModelFn:
+    """``model`` as a function (x_t, t) → output: ``cond`` bound, classifier-free guidance applied by
+    :func:`course_lib.guidance.cfg_model` when s ≠ 1 (one batched call on [x, x] with [cond, −1…]), and
+    the first output checked to be shaped like x_t (:func:`course_lib.forward.check_model_output`).
+    With ``cond=None`` the model is called as ``model(x_t, t)``."""
+    net = cfg_model(model, guidance_scale) if cond is not None and guidance_scale != 1.0 else model
     checked = False
 
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         nonlocal checked
         out = net(x, t) if cond is None else net(x, t, cond=cond)
         if not checked:
-            if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(
-                    f"the model returned shape {got} for an input x_t of shape {tuple(x.shape)}; "
-                    "a denoiser must return a tensor shaped like x_t"
-                )
-            checked = True
+            checked = check_model_output(out, x) is out
         return out
 
     return call
@@ -457,40 +230,12 @@ def _infer_device(model: Any, generator: torch.Generator | None, device: Any) ->
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def _check_sigma_max(s: NoiseSchedule, spacing: str, sigma_max: float | None) -> None:
-    """``sigma_max`` is None, or a number in [σ(0), σ(T−1)] with karras spacing; ValueError otherwise."""
-    if sigma_max is None:
-        return
-    if spacing != "karras":
-        raise ValueError(f"sigma_max={sigma_max} is only used with spacing='karras' (samplers {SIGMA_SAMPLERS}); "
-                         f"got spacing={spacing!r}")
-    table = schedule_sigmas(s)
-    check_float("sigma_max", sigma_max, min_value=float(table[0]), max_value=float(table[-1]))
-
-
-def sigma_grid(s: NoiseSchedule, num_steps: int, spacing: str = "karras", rho: float = 7.0,
-               sigma_max: float | None = None) -> torch.Tensor:
-    """The σ-samplers' noise levels, descending, ending in 0 (N+1 values, float32).
-
-    ``karras``: :func:`karras_sigmas` between σ_min = σ(t=0) and σ_max = σ(t=T−1), or the given
-    ``sigma_max``. ``leading`` / ``trailing`` / ``linspace``: σ at the integer :func:`timesteps` of
-    that spacing (``sigma_max`` must then be None).
-    """
-    check_choice("spacing", spacing, SIGMA_SPACINGS)
-    _check_sigma_max(s, spacing, sigma_max)
-    table = schedule_sigmas(s)
-    if spacing == "karras":
-        return karras_sigmas(num_steps, float(table[0]), float(table[-1]) if sigma_max is None else sigma_max, rho)
-    ts = timesteps(s.num_timesteps, num_steps, spacing)
-    return torch.cat([table[ts], table.new_zeros(1)])
-
-
 def sample(
-    model: Callable[..., torch.Tensor],
+    model: DiffusionModel,
     s: NoiseSchedule,
     shape: Sequence[int],
     *,
-    sampler: str = "ddim",
+    sampler: Sampler = "dpmpp_2m_sde",
     num_steps: int = 50,
     eta: float = 0.0,
     cond: torch.Tensor | None = None,
@@ -498,9 +243,9 @@ def sample(
     generator: torch.Generator | None = None,
     progress: bool = True,
     return_trajectory: bool = False,
-    spacing: str = "leading",
+    spacing: SigmaSpacing | None = None,
     sigma_max: float | None = None,
-    prediction_type: str = "epsilon",
+    prediction_type: PredictionType | None = None,
     clip_sample: bool | None = None,
     round_timesteps: bool = False,
     device: torch.device | str | None = None,
@@ -511,7 +256,8 @@ def sample(
 
     ``model(x_t, t, cond=None)`` returns a tensor like x_t (ε, x₀ or v as ``prediction_type`` says);
     t is a (B,) tensor: LongTensor for ddpm/ddim, float32 for euler/heun/dpmpp_2m (a fractional
-    timestep, see :class:`DiscreteDenoiser`). Run it under ``model.eval()``; sampling runs under no_grad.
+    timestep, see :class:`course_lib.solvers.DiscreteDenoiser`). Run it under ``model.eval()``;
+    sampling runs under no_grad.
 
     Samplers (all start from the same x_T = z ~ N(0, I) drawn from ``generator``):
 
@@ -520,29 +266,38 @@ def sample(
       ("respacing", Nichol & Dhariwal 2021, §4) — what diffusers' DDPMScheduler does after
       ``set_timesteps(N)``, and the same as :func:`ddim_step` with η = 1 and ε̂ re-derived from x̂₀.
     - ``ddim``: :func:`ddim_step` with ``eta`` (0 = deterministic).
-    - ``euler`` / ``heun`` / ``dpmpp_2m``: ODE solvers in σ-space (:func:`sample_euler`,
-      :func:`sample_heun`, :func:`sample_dpmpp_2m`) started at x_σ = √(1+σ_max²)·z. num_steps counts
-      steps; network calls are N for euler and dpmpp_2m, 2N − 1 for heun.
-    - ``dpmpp_2m_sde``: the same multistep solver for the reverse SDE (:func:`sample_dpmpp_2m_sde`),
+    - ``euler`` / ``heun`` / ``dpmpp_2m``: ODE solvers in σ-space (:mod:`course_lib.solvers`:
+      ``sample_euler``, ``sample_heun``, ``sample_dpmpp_2m``) started at x_σ = √(1+σ_max²)·z.
+      num_steps counts steps; network calls are N for euler and dpmpp_2m, 2N − 1 for heun.
+    - ``dpmpp_2m_sde``: the same multistep solver for the reverse SDE (``solvers.sample_dpmpp_2m_sde``),
       N calls; its fresh noise at every step comes from ``generator``.
+
+    Defaults: the best of chapter 06's measurements, SDE-DPM-Solver++(2M) on Karras steps from σ = 80
+    (``spacing=None``: ``karras`` with ``sigma_max`` = min(80, σ(T−1)) for the σ-samplers, ``leading`` for
+    ddpm/ddim). With an imperfect network the deterministic samplers carry every error of the network
+    into the picture — on the chapter-07 digits model DDIM left a grey speckle in the background that
+    got *worse* with more steps (chapter 10 measures it) — while the fresh noise of the SDE washes
+    part of it out.
 
     ``spacing`` places the N steps (:func:`timesteps`): ``leading`` | ``trailing`` | ``linspace`` for every
     sampler, and ``karras`` (EDM eq. 5 between σ(0) and σ(T−1)) for the σ-samplers. ``sigma_max``
-    (karras only) starts the σ-samplers lower than σ(T−1): the cosine schedule's σ(T−1) ≈ 20,000
+    (karras only: :func:`course_lib.solvers.check_sigma_max`) starts the σ-samplers lower than σ(T−1): the cosine schedule's σ(T−1) ≈ 20,000
     would spend most Karras steps at noise levels where nothing is left to decide, so chapter 06 uses
     EDM's σ_max = 80 (Karras et al. 2022, Table 1); x_T is still z, read as pure noise. The default
     ``leading`` (diffusers' DDIM default) was as accurate as ``trailing`` and more accurate than ``karras``
     at 20 steps in our measurement (ODE error against a converged solution, analytic denoiser, linear /
     scaled_linear / cosine schedules); take ``trailing`` with a zero-terminal-SNR schedule, so that the
     first step starts at t = T−1 where x_T really is pure noise (Lin et al. 2023, §3.3).
-    ``clip_sample`` (None = True for ddpm, False otherwise) clamps x̂₀ to [−1, 1].
+    ``clip_sample`` (None = True for ddpm, False otherwise) clamps x̂₀ to [−1, 1]. ``prediction_type``
+    (None: the model's own ``prediction_type`` attribute, else "epsilon"; see
+    :func:`course_lib.forward.prediction_type_of`) says how to read the model's output.
     ``round_timesteps`` (σ-samplers) gives the network the nearest integer t, as diffusers'
     DPMSolverMultistepScheduler does.
 
     Classifier-free guidance: with ``cond`` (LongTensor of labels (B,), −1 = no condition) and
     ``guidance_scale`` s ≠ 1, each step makes one batched call on [x, x] with labels [cond, −1] and
-    combines the two halves with :func:`cfg_combine`. ``device``: default the model's parameters',
-    else the generator's, else CPU.
+    combines the two halves (:func:`course_lib.guidance.cfg_model`). ``device``: default the model's
+    parameters', else the generator's, else CPU.
 
     ``noise``: the starting x_T (shaped ``shape``) instead of a fresh draw — e.g. the output of
     :func:`ddim_invert` or a :func:`slerp` between two noises (chapter 06). ``generator`` then only
@@ -555,9 +310,13 @@ def sample(
     if eta != 0.0 and sampler != "ddim":
         raise ValueError(f"eta={eta} is only used by sampler='ddim'; leave eta=0 for sampler={sampler!r}")
     discrete = sampler in DISCRETE_SAMPLERS
+    if spacing is None:  # the recommended grid: karras from EDM's σ = 80 for the σ-samplers
+        spacing = "leading" if discrete else "karras"
+        if not discrete and sigma_max is None:
+            sigma_max = min(DEFAULT_SIGMA_MAX, float(schedule_sigmas(s)[-1]))
     check_choice("spacing", spacing, SPACINGS if discrete else SIGMA_SPACINGS)
-    _check_sigma_max(s, spacing, sigma_max)
-    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    sigma_max = check_sigma_max(spacing, sigma_max, s)
+    prediction_type = prediction_type_of(model, prediction_type)
     if clip_sample is None:
         clip_sample = sampler == "ddpm"
     check_bool("clip_sample", clip_sample)
@@ -583,9 +342,9 @@ def sample(
     elif guidance_scale != 1.0:
         raise ValueError(f"guidance_scale={guidance_scale} needs cond (the labels to guide towards); got cond=None")
 
-    model_fn = guided_model(model, cond, guidance_scale)
+    model_fn = _bind_model(model, cond, guidance_scale)
     with torch.no_grad():
-        z = _randn(shape, torch.empty(0, device=dev), generator) if noise is None else noise.to(dev)
+        z = gaussian_noise(shape, torch.empty(0, device=dev), generator) if noise is None else noise.to(dev)
         if discrete:
             return _sample_discrete(model_fn, s, z, sampler, num_steps, eta, spacing, prediction_type,
                                     clip_sample, generator, progress, return_trajectory)
@@ -603,8 +362,8 @@ def _check_shape(shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
-def _sample_discrete(model_fn: ModelFn, s: NoiseSchedule, x: torch.Tensor, sampler: str, num_steps: int,
-                     eta: float, spacing: str, prediction_type: str, clip_sample: bool,
+def _sample_discrete(model_fn: ModelFn, s: NoiseSchedule, x: torch.Tensor, sampler: DiscreteSampler,
+                     num_steps: int, eta: float, spacing: Spacing, prediction_type: PredictionType, clip_sample: bool,
                      generator: torch.Generator | None, progress: bool, keep: bool) -> torch.Tensor | SampleResult:
     """The ddpm/ddim loop over the visited timesteps t_0 > t_1 > … > t_{N−1}, then t = −1 (clean)."""
     ts = timesteps(s.num_timesteps, num_steps, spacing)
@@ -626,9 +385,9 @@ def _sample_discrete(model_fn: ModelFn, s: NoiseSchedule, x: torch.Tensor, sampl
     return SampleResult(x, traj, x0s, ts) if keep else x
 
 
-def _sample_sigma(model_fn: ModelFn, s: NoiseSchedule, z: torch.Tensor, sampler: str, num_steps: int,
-                  spacing: str, sigma_max: float | None, prediction_type: str, clip_sample: bool,
-                  round_timesteps: bool, generator: torch.Generator | None, progress: bool,
+def _sample_sigma(model_fn: ModelFn, s: NoiseSchedule, z: torch.Tensor, sampler: SigmaSampler,
+                  num_steps: int, spacing: SigmaSpacing, sigma_max: float | None, prediction_type: PredictionType,
+                  clip_sample: bool, round_timesteps: bool, generator: torch.Generator | None, progress: bool,
                   keep: bool) -> torch.Tensor | SampleResult:
     """Run one of the σ-space solvers from x_T = z and return to the x_t scale (σ = 0: x_σ = x₀)."""
     sigmas = sigma_grid(s, num_steps, spacing, sigma_max=sigma_max)
@@ -683,13 +442,13 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, weight: float | torch.Tensor) -> t
 
 
 def ddim_invert(
-    model: Callable[..., torch.Tensor],
+    model: DiffusionModel,
     s: NoiseSchedule,
     x0: torch.Tensor,
     *,
     num_steps: int = 50,
-    spacing: str = "leading",
-    prediction_type: str = "epsilon",
+    spacing: Spacing = "leading",
+    prediction_type: PredictionType | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
 ) -> torch.Tensor | SampleResult:
@@ -710,13 +469,13 @@ def ddim_invert(
     T = s.num_timesteps
     num_steps = check_int("num_steps", num_steps, min_value=1, max_value=T)
     check_choice("spacing", spacing, SPACINGS)
-    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    prediction_type = prediction_type_of(model, prediction_type)
     check_bool("progress", progress)
     check_bool("return_trajectory", return_trajectory)
     if not isinstance(x0, torch.Tensor) or x0.dim() < 2 or not x0.is_floating_point():
         got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
         raise ValueError(f"x0 must be a float tensor of images (B, C, H, W), got {got}")
-    model_fn = guided_model(model)
+    model_fn = _bind_model(model)
     ts = timesteps(T, num_steps, spacing).flip(0)  # ascending t_0 < t_1 < … < t_{N−1}
     x, traj, x0s = x0, [x0], []
     with torch.no_grad():
@@ -726,7 +485,7 @@ def ddim_invert(
             x0_hat, eps = split_prediction(s, out, x, t_from, prediction_type)
             if i == 0:
                 x0_hat = x0  # the start is the clean image itself, not a noisy x_{t_0}
-            a_to = _coef(s.alphas_cumprod, t_to, x)
+            a_to = alpha_bar_at(s, t_to, like=x)
             x = a_to.sqrt() * x0_hat + (1 - a_to).sqrt() * eps
             if return_trajectory:
                 traj.append(x)

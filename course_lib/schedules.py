@@ -1,4 +1,4 @@
-"""Noise schedules: how much static each step adds (chapter 02).
+"""Noise schedules: how much static each step adds, and the time axis it defines (chapter 02).
 
 Notation (book/notation.md): t ∈ {0,…,T−1}; β_t the variance added at step t; α_t = 1 − β_t;
 ᾱ_t = ∏_{s≤t} α_s; x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε;  SNR(t) = ᾱ_t / (1 − ᾱ_t).
@@ -13,6 +13,10 @@ References
 - sigmoid: the GeoDiff schedule (Xu et al. 2022), β on a sigmoid between beta_start and beta_end.
 - zero terminal SNR: Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are
   Flawed", Algorithm 1.
+
+This module is also the one place that reads the schedule at a time t (chapters 05–07):
+:func:`alpha_bar_at` (integer t, t = −1 and fractional t), :func:`schedule_sigmas` (σ(t)),
+:func:`sigma_to_t` (t(σ)) and :func:`timesteps` (the N steps a sampler visits).
 """
 
 from __future__ import annotations
@@ -21,19 +25,22 @@ import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 
 from .settings import check_bool, check_choice, check_float, check_int
 
 ScheduleName = Literal["linear", "scaled_linear", "cosine", "sigmoid"]
 SCHEDULE_NAMES: tuple[str, ...] = get_args(ScheduleName)
+Spacing = Literal["leading", "trailing", "linspace"]
+SPACINGS: tuple[str, ...] = get_args(Spacing)
 
 
 @dataclass(frozen=True)
 class NoiseSchedule:
     """β_t, α_t and ᾱ_t as float32 tensors of length T (index t = 0 … T−1)."""
 
-    name: str
+    name: ScheduleName
     betas: torch.Tensor
     alphas: torch.Tensor
     alphas_cumprod: torch.Tensor
@@ -81,7 +88,7 @@ def broadcast_to(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def make_schedule(
-    name: str,
+    name: ScheduleName,
     num_timesteps: int = 1000,
     *,
     beta_start: float = 1e-4,
@@ -145,3 +152,85 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     alphas_cumprod = sqrt_ab**2
     alphas = torch.cat([alphas_cumprod[0:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
     return 1 - alphas
+
+
+# ============================================================================ reading the schedule at a time t
+def alpha_bar_at(s: NoiseSchedule, t: torch.Tensor | int | float, like: torch.Tensor | None = None) -> torch.Tensor:
+    """ᾱ at timesteps ``t`` (shape () or (B,)): the ONE lookup every module uses (chapters 05–07).
+
+    - integer t ∈ {−1, 0, …, T−1}: ``s.alphas_cumprod[t]``, and ᾱ_{−1} = 1 (the clean end after the last
+      sampler step: diffusers' ``set_alpha_to_one``; the ᾱ_{t−1} of the posterior at t = 0);
+    - fractional t ∈ [0, T−1] (the σ-space samplers of chapter 06 hand them to the network): log σ
+      interpolated linearly between the two neighbouring steps, then ᾱ = 1/(1 + σ²). This is the
+      inverse of :func:`sigma_to_t` (and of diffusers' ``_sigma_to_t``), so ᾱ is the noise level the
+      sampler is really at.
+
+    Returns ᾱ in the schedule's dtype on its device (float32, computed in float64 for fractional t), or,
+    with ``like``, shaped (B, 1, 1, …) on ``like``'s device and dtype to broadcast against it.
+    Integer t outside [−1, T−1] raises ValueError (checked for CPU t; an accelerator t is not synced).
+    """
+    table = s.alphas_cumprod
+    t = torch.as_tensor(t)
+    if t.is_floating_point():
+        tt = t.detach().cpu().double().clamp(0, s.num_timesteps - 1)
+        low = tt.floor().long().clamp(max=max(s.num_timesteps - 2, 0))
+        log_sigma = schedule_sigmas(s).cpu().double().log()
+        w = tt - low
+        ls = (1 - w) * log_sigma[low] + w * log_sigma[(low + 1).clamp(max=s.num_timesteps - 1)]
+        values = (1.0 / (1.0 + (2 * ls).exp())).to(dtype=table.dtype, device=table.device)
+    else:
+        if t.device.type == "cpu" and t.numel() and (int(t.min()) < -1 or int(t.max()) > s.num_timesteps - 1):
+            raise ValueError(f"t={t.tolist()} is out of range; allowed: -1 <= t <= {s.num_timesteps - 1}")
+        padded = torch.cat([table.new_ones(1), table])  # ᾱ_{−1} = 1 at index 0, ᾱ_t at index t + 1
+        values = padded[t.to(device=table.device, dtype=torch.long) + 1]
+    if like is None:
+        return values
+    return broadcast_to(values, like).to(device=like.device, dtype=like.dtype)
+
+
+def schedule_sigmas(s: NoiseSchedule) -> torch.Tensor:
+    """σ_t = √((1−ᾱ_t)/ᾱ_t) = 1/√SNR(t) for every training step, ascending (float32, length T).
+
+    In σ-space x_σ = x_t/√ᾱ_t = x₀ + σ ε (Karras et al. 2022, "EDM", §2 and Table 1, "VP"; chapter 06).
+    A zero ᾱ (the last step of a zero-terminal-SNR schedule) is replaced by 2⁻²⁴, giving a large finite
+    σ_max = 4096, as diffusers does.
+    """
+    a = s.alphas_cumprod
+    a = torch.where(a > 0, a, torch.full_like(a, 2.0**-24))
+    return ((1 - a) / a) ** 0.5
+
+
+def sigma_to_t(s: NoiseSchedule, sigma: torch.Tensor | float) -> torch.Tensor:
+    """The (fractional) timestep whose noise level is σ: linear interpolation of t in log σ between the
+    two neighbouring training steps, clamped to [0, T−1] (diffusers' ``_sigma_to_t``; chapter 06).
+    Returns float64 of ``sigma``'s shape; :func:`alpha_bar_at` inverts it."""
+    log_sigmas = schedule_sigmas(s).double().log()  # ascending in t
+    ls = torch.as_tensor(sigma, dtype=torch.float64).clamp(min=1e-10).log()
+    low = (ls.unsqueeze(-1) >= log_sigmas).sum(-1).sub(1).clamp(0, s.num_timesteps - 2)  # last step with σ_t ≤ σ
+    lo, hi = log_sigmas[low], log_sigmas[low + 1]
+    w = ((lo - ls) / (lo - hi)).clamp(0.0, 1.0)
+    return (1 - w) * low + w * (low + 1)
+
+
+def timesteps(
+    num_train_timesteps: int, num_inference_steps: int, spacing: Spacing = "leading", steps_offset: int = 0
+) -> torch.Tensor:
+    """The N timesteps a sampler visits, in descending order (equal to diffusers' ``set_timesteps``; chapter 06).
+
+    - ``leading``: 0, k, 2k, … with k = T // N (DDIM paper; never reaches T−1 unless offset).
+    - ``trailing``: T−1, T−1−k, … with k = T / N (Lin et al. 2023, Table 2: start from pure noise).
+    - ``linspace``: N points evenly spread over [0, T−1], rounded.
+
+    Also importable as ``course_lib.samplers.timesteps`` (DESIGN.md's public API).
+    """
+    T = check_int("num_train_timesteps", num_train_timesteps, min_value=1)
+    N = check_int("num_inference_steps", num_inference_steps, min_value=1, max_value=T)
+    check_choice("spacing", spacing, SPACINGS)
+    steps_offset = check_int("steps_offset", steps_offset, min_value=0, max_value=T - 1)
+    if spacing == "linspace":
+        ts = np.linspace(0, T - 1, N).round()[::-1].astype(np.int64)
+    elif spacing == "leading":
+        ts = (np.arange(0, N) * (T // N)).round()[::-1].astype(np.int64) + steps_offset
+    else:
+        ts = np.round(np.arange(T, 0, -T / N)).astype(np.int64) - 1
+    return torch.from_numpy(ts.copy())

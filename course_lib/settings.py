@@ -73,6 +73,65 @@ def check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
+RANGE_TOLERANCE = 1e-3  # how far outside the value range a pixel may stray (float rounding) before we refuse
+
+
+def check_images(
+    name: str,
+    images: Any,
+    *,
+    channels: int | Sequence[int] | None = None,
+    size: int | Sequence[int] | None = None,
+    min_size: int | None = None,
+    value_range: tuple[float, float] | None = (-1.0, 1.0),
+) -> torch.Tensor:
+    """The one image validator: ``images`` must be a non-empty float tensor (N, C, H, W) of finite values.
+
+    ``channels``: the allowed C (an int or several); ``size``: the allowed side(s) of square pictures
+    (H = W); ``min_size``: square pictures of at least that side; ``value_range``: (lo, hi) the pixels
+    must lie in, up to float rounding (book/notation.md: [−1, 1]); None skips the check (latents).
+    Returns ``images`` unchanged; raises ValueError naming ``name`` and what is allowed.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of images (N, C, H, W), got {type(images).__name__}")
+    shape = tuple(images.shape)
+    if images.dim() != 4:
+        raise ValueError(f"{name} must be NCHW (4 dims: N, C, H, W), got shape {shape}")
+    allowed_c = _as_tuple(channels)
+    if allowed_c and shape[1] not in allowed_c:
+        want = " or ".join(str(c) for c in allowed_c)
+        raise ValueError(f"{name} must have {want} channel(s), got {shape[1]} channels in shape {shape}")
+    allowed_s = _as_tuple(size)
+    if (allowed_s or min_size is not None) and shape[2] != shape[3]:
+        raise ValueError(f"{name} must be square pictures (H = W), got {shape[2:]}")
+    if allowed_s and shape[3] not in allowed_s:
+        want = " or ".join(f"{s}×{s}" for s in allowed_s)
+        raise ValueError(f"{name} must be {want} pictures, got {shape[2]}×{shape[3]}")
+    if min_size is not None and shape[3] < min_size:
+        raise ValueError(f"{name} must be square pictures of at least {min_size}×{min_size}, got {shape[2]}×{shape[3]}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty (N = 0)")
+    if not images.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor, got dtype {images.dtype} (map uint8 pixels with x / 127.5 - 1)")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if value_range is not None:
+        lo, hi = float(images.min()), float(images.max())
+        if lo < value_range[0] - RANGE_TOLERANCE or hi > value_range[1] + RANGE_TOLERANCE:
+            hint = ", map [0, 1] pixels with data.to_unit_range" if tuple(value_range) == (-1.0, 1.0) else ""
+            raise ValueError(
+                f"{name} must lie in [{value_range[0]:g}, {value_range[1]:g}] (book/notation.md), got values in "
+                f"[{lo:.3g}, {hi:.3g}]; clamp samples with .clamp({value_range[0]:g}, {value_range[1]:g}){hint}"
+            )
+    return images
+
+
+def _as_tuple(allowed: int | Sequence[int] | None) -> tuple[int, ...]:
+    if allowed is None:
+        return ()
+    return (int(allowed),) if isinstance(allowed, (int, np.integer)) else tuple(int(a) for a in allowed)
+
+
 def _check_bounds(name: str, value: float, lo: float | None, hi: float | None) -> None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         lo_s = "-inf" if lo is None else repr(lo)
@@ -96,7 +155,7 @@ def accelerator_available() -> bool:
     return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
 
-def resolve_profile(profile: str = "auto") -> ResolvedProfile:
+def resolve_profile(profile: Profile = "auto") -> ResolvedProfile:
     """Validate ``profile`` and turn ``auto`` into ``gpu``/``cpu``; ``COURSE_PROFILE`` wins when set."""
     check_choice("profile", profile, PROFILES)
     env = os.environ.get(PROFILE_ENV, "").strip()
@@ -107,7 +166,7 @@ def resolve_profile(profile: str = "auto") -> ResolvedProfile:
     return profile  # type: ignore[return-value]
 
 
-def get_device(device: str = "auto") -> torch.device:
+def get_device(device: DeviceName = "auto") -> torch.device:
     """Pick the compute device: ``auto`` prefers CUDA, then MPS, then CPU."""
     check_choice("device", device, DEVICES)
     if device == "auto":
@@ -171,8 +230,41 @@ def runs_dir() -> "Path":
     return Path.home() / ".cache" / "course_lib" / "runs"
 
 
+def stale_imports(names: Sequence[str] = ("numpy", "torch")) -> list[str]:
+    """Modules whose already-imported version differs from the one now installed.
+
+    On Colab the setup cell's ``%pip install`` runs before anything imports numpy or torch, and the
+    course's bounds admit Colab's own versions, so pip changes neither and no restart is needed. If pip
+    did replace one that was already imported, the old copy stays loaded until the runtime restarts:
+    this lists it (as ``"numpy: loaded 2.1.0, installed 2.3.1"``).
+    """
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    stale = []
+    for name in names:
+        module = sys.modules.get(name)
+        loaded = getattr(module, "__version__", None)
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            continue
+        if loaded is not None and str(loaded).split("+")[0] != installed.split("+")[0]:  # ignore +cu126 labels
+            stale.append(f"{name}: loaded {loaded}, installed {installed}")
+    return stale
+
+
 def describe_environment() -> str:
-    """One line about the machine: compute device, torch version, CPU threads, COURSE_PROFILE."""
+    """One line about the machine: compute device, torch version, CPU threads, COURSE_PROFILE.
+
+    Raises RuntimeError when an installation replaced numpy or torch after they were imported
+    (see :func:`stale_imports`): the runtime must restart before the chapter can run.
+    """
+    stale = stale_imports()
+    if stale:
+        raise RuntimeError("the package installation replaced modules this runtime had already imported ("
+                           + "; ".join(stale) + "). Restart the runtime (Colab: Runtime → Restart session) "
+                           "and run the notebook again; the second time pip changes nothing.")
     dev = get_device("auto")
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else dev.type
     env = os.environ.get(PROFILE_ENV)
@@ -180,7 +272,7 @@ def describe_environment() -> str:
             + (f" · {PROFILE_ENV}={env}" if env else ""))
 
 
-def setup(profile: str = "auto", seed: int = 0, device: str = "auto", *, quiet: bool = False) -> Run:
+def setup(profile: Profile = "auto", seed: int = 0, device: DeviceName = "auto", *, quiet: bool = False) -> Run:
     """Validate the common notebook parameters, seed everything, and report in one line.
 
     Raises ValueError naming ``profile``, ``seed`` or ``device`` when one is not allowed.

@@ -1,4 +1,4 @@
-"""The one training loop every chapter uses (chapter 04), with EMA, AMP, checkpoints and exact resume.
+"""The one training loop every chapter uses (chapter 04): ``train_step``, then ``train``, with EMA and AMP.
 
 One step (Ho et al. 2020, Algorithm 1, generalised to three targets):
 
@@ -15,52 +15,62 @@ One step (Ho et al. 2020, Algorithm 1, generalised to three targets):
   *random initial* weights after 300 steps; the warm-up follows the model closely at first.
 - ``cond_drop_prob`` replaces a label by −1 ("no condition") with that probability, so the same
   network learns ε(x_t, ∅) too: classifier-free guidance (Ho & Salimans 2022, chapter 07).
-- bf16 autocast on CUDA GPUs that support it (Ampere and newer); float32 otherwise, and on the
-  CPU, where runs are bitwise reproducible.
-- Periodic atomic checkpoints (course_lib.checkpoints) hold the weights, EMA, optimizer state,
-  loss history and the RNG states, so a run killed at any moment resumes *exactly*: the final
-  weights equal those of an uninterrupted run, bit for bit on the CPU.
+- bf16 autocast on CUDA GPUs that support it (Ampere and newer); float32 elsewhere (bitwise reproducible on the CPU).
+- Periodic atomic checkpoints (:func:`course_lib.checkpoints.save_run`) hold the weights, EMA,
+  optimizer state, loss history and the RNG states, so a run killed at any moment resumes
+  *exactly*: the final weights equal those of an uninterrupted run, bit for bit on the CPU.
+- Data-parallel under ``torchrun`` (course_lib.distributed): every rank draws the *global* batch
+  from the run's one stream and keeps its slice, DDP averages the gradients, rank 0 alone writes
+  checkpoints. N processes give the weights of one process to float rounding (for the diffusion
+  and noisy-classifier objectives, which draw for the global batch), and a checkpoint written at
+  any world size resumes exactly at any other.
+- No host synchronisation per step on a GPU: the losses stay on the device and are read every
+  ``log_every`` steps (and before every checkpoint, so a NaN is caught before it is saved); the
+  draws reach the GPU through pinned memory. On CUDA the model runs channels_last, in bf16 autocast
+  where the GPU has bf16, and ``compile=True`` wraps it in ``torch.compile``.
+
+The loss is an *objective*: a NoiseSchedule means the diffusion loss above
+(:class:`DiffusionObjective`); any object with ``loss(model, x0, cond, generator)`` and
+``identity()`` trains through the same loop — the noise-aware classifier of chapter 07
+(:class:`NoisyClassifierObjective`, Dhariwal & Nichol 2021, §4.1) is one. Callbacks receive a
+:class:`StepInfo` after every step: :class:`StopAfter`, :class:`Recorder` and :class:`Snapshots`
+cover the chapters' needs.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import contextvars
 import math
 import os
 import time
 from copy import deepcopy
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import (
-    check_same,
-    check_signature,
-    has_checkpoint,
-    load_checkpoint,
-    model_signature,
-    read_state,
-    save_checkpoint,
-    state_dict_into,
-)
-from .forward import PREDICTION_TYPES, target
-from .schedules import NoiseSchedule, broadcast_to, make_schedule
-from .settings import check_bool, check_choice, check_float, check_int, get_device, resolve_profile, runs_dir
+from . import distributed
+from .checkpoints import fingerprint, has_checkpoint, model_signature, read_state, resume_run, save_run, schedule_id
+from .forward import PREDICTION_TYPES, PredictionType, target
+from .guidance import null_condition
+from .schedules import NoiseSchedule, broadcast_to
+from .settings import check_bool, check_choice, check_float, check_int, get_device
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of :func:`train`. All but ``checkpoint_every`` must match to resume a run.
 
-    - ``steps``: optimizer steps; ``batch_size``: images per step (drawn with replacement).
+    - ``steps``: optimizer steps; ``batch_size``: examples per step (drawn with replacement).
     - ``lr``: peak learning rate, reached after ``warmup`` steps, then cosine decay to 0.
     - ``weight_decay``: AdamW's decoupled decay; ``grad_clip``: max gradient norm (None = off).
     - ``ema_decay``: the EMA's final decay (with warm-up, see the module docstring).
     - ``prediction_type``: "epsilon" | "sample" | "v_prediction"; ``min_snr_gamma``: γ or None.
     - ``cond_drop_prob``: chance of replacing a condition by "none" (classifier-free guidance).
+      These three shape the diffusion loss only; another objective needs them at their defaults.
     - ``checkpoint_every``: steps between checkpoints (0 = only at the end; needs a run_dir).
     - ``seed``: seeds the model's dropout and every random draw of the loop.
     - ``amp``: bf16 autocast when training on a CUDA GPU that supports bf16 (float32 elsewhere).
@@ -73,7 +83,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
-    prediction_type: str = "epsilon"
+    prediction_type: PredictionType = "epsilon"
     min_snr_gamma: float | None = None
     cond_drop_prob: float = 0.0
     checkpoint_every: int = 500
@@ -123,6 +133,19 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
 
 
+class StopTraining(Exception):
+    """Raised by a callback (e.g. :class:`StopAfter`) to end :func:`train` early; the run is checkpointed and returned."""
+
+
+class Objective(Protocol):
+    """What :func:`train` minimises: a scalar loss of a batch, and what must match to resume a run."""
+
+    def loss(self, model: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None,
+             generator: torch.Generator) -> torch.Tensor: ...
+
+    def identity(self) -> dict[str, Any]: ...
+
+
 # ----------------------------------------------------------------------------- small pure pieces
 def lr_at(step: int, config: TrainConfig) -> float:
     """Learning rate for step ``step`` (0-based): linear warm-up, then cosine decay to 0."""
@@ -147,9 +170,9 @@ def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
         b_ema.copy_(b)
 
 
-def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction_type: PredictionType) -> torch.Tensor:
     """Per-sample loss weights of Min-SNR-γ (Hang et al. 2023) for each target type: shape (B,)."""
-    snr = schedule.snr(t.cpu()).to(t.device)
+    snr = schedule.snr(t.to(schedule.alphas_cumprod.device)).to(t.device)  # no host round trip on a GPU
     clipped = torch.clamp(snr, max=gamma)
     if prediction_type == "epsilon":
         return clipped / snr
@@ -160,7 +183,7 @@ def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, predi
 
 def diffusion_loss(
     model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-    cond: torch.Tensor | None = None, *, prediction_type: str = "epsilon", min_snr_gamma: float | None = None,
+    cond: torch.Tensor | None = None, *, prediction_type: PredictionType = "epsilon", min_snr_gamma: float | None = None,
 ) -> torch.Tensor:
     """The (optionally Min-SNR-weighted) mean squared error of one batch — a scalar."""
     x_t = schedule.add_noise(x0, noise, t)
@@ -173,14 +196,11 @@ def diffusion_loss(
 
 
 def drop_condition(cond: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-    """Replace the conditions where ``drop`` (B,) is True by "none": label −1, or a NaN vector row.
+    """Replace the conditions where ``drop`` (B,) is True by "none" (:func:`course_lib.guidance.null_condition`).
 
-    Integer conditions with more than one entry per example (the token ids (B, L) of a prompt,
-    chapter 08) become a whole row of −1.
+    Labels become −1, vectors a NaN row; token ids (B, L) of a prompt (chapter 08) a whole row of −1.
     """
-    if cond.dtype.is_floating_point:
-        return torch.where(broadcast_to(drop, cond), torch.full_like(cond, float("nan")), cond)
-    return torch.where(broadcast_to(drop, cond), torch.full_like(cond, -1), cond)
+    return torch.where(broadcast_to(drop, cond), null_condition(cond), cond)
 
 
 def _split_data(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -194,16 +214,11 @@ def _split_data(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     raise ValueError("data must be a tensor (N, …) or a pair (images (N, …), conditions (N, …)) of tensors")
 
 
-def _fingerprint(t: torch.Tensor) -> dict[str, Any]:
-    """Shape, dtype and sha256 of a tensor's bytes — to check that a resumed run sees the same data."""
-    arr = t.detach().cpu().contiguous()
-    digest = hashlib.sha256(arr.view(torch.uint8).numpy().tobytes() if arr.numel() else b"").hexdigest()
-    return {"shape": list(arr.shape), "dtype": str(arr.dtype), "sha256": digest}
-
-
-def _schedule_id(schedule: NoiseSchedule) -> dict[str, Any]:
-    """Name, length and a hash of the betas: enough to tell two schedules apart."""
-    return {"name": schedule.name, "num_timesteps": schedule.num_timesteps, "betas": _fingerprint(schedule.betas)["sha256"]}
+def to_device(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """CPU draws onto the device; on CUDA through pinned memory, without waiting for the GPU (no host sync)."""
+    if dev.type != "cuda":
+        return x.to(dev)
+    return x.pin_memory().to(dev, non_blocking=True)
 
 
 def _native_bf16() -> bool:
@@ -214,71 +229,111 @@ def _native_bf16() -> bool:
         return torch.cuda.is_bf16_supported()
 
 
-# ----------------------------------------------------------------------------- checkpoint state
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    sd = opt.state_dict()
-    tensors = {f"optim.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
-    return tensors, sd["param_groups"]
+# ----------------------------------------------------------------------------- objectives
+@dataclass(frozen=True)
+class DiffusionObjective:
+    """The diffusion loss of one batch: draws t, ε (and condition drops) from ``generator``, in that order.
 
-
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, v in tensors.items():
-        if name.startswith("optim."):
-            _, i, k = name.split(".", 2)
-            state.setdefault(int(i), {})[k] = v
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in groups]
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _rng_tensors(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    out = {"rng.data": gen.get_state(), "rng.torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        out["rng.cuda"] = torch.cuda.get_rng_state(device)
-    return out
-
-
-def _restore_rng(gen: torch.Generator, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
-    gen.set_state(tensors["rng.data"])
-    torch.set_rng_state(tensors["rng.torch"])
-    if device.type == "cuda" and "rng.cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-
-
-# ----------------------------------------------------------------------------- the loop
-def train(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    data: Any,
-    config: TrainConfig,
-    *,
-    run_dir: str | os.PathLike | None = None,
-    resume: bool = True,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    callback: Callable[[StepInfo], None] | None = None,
-) -> TrainResult:
-    """Train ``model`` (a denoiser ``model(x_t, t, cond=None)``) on ``data`` with ``config``.
-
-    ``data``: a tensor (N, …) of examples in the model's range, or a pair (examples, conditions)
-    with conditions as class labels (N,) or vectors (N, D). With a ``run_dir`` a checkpoint is
-    committed every ``config.checkpoint_every`` steps and at the end; with ``resume=True`` an
-    existing checkpoint there is verified (sha256, model config, train config, schedule, data) and
-    training continues from it — if it is already finished, nothing is trained. ``resume=False``
-    starts again and overwrites. Raises :class:`TrainingDiverged` on a NaN/inf loss (the last
-    checkpoint stays intact) and ValueError/CheckpointError naming any bad input.
+    ``batch_size``/``part`` (data-parallel training): draw for the whole global batch of ``batch_size``
+    and keep the slice ``part`` that this process's ``x0`` holds, so every rank sees what one process would.
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(schedule, NoiseSchedule):
-        raise ValueError(f"schedule must be a NoiseSchedule (course_lib.schedules.make_schedule), got {type(schedule).__name__}")
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
-    check_bool("resume", resume)
-    check_bool("progress", progress)
-    images, conds = _split_data(data)
-    if images.shape[0] < 1 or not images.dtype.is_floating_point:
-        raise ValueError(f"data must hold at least one floating-point example, got shape {tuple(images.shape)} {images.dtype}")
+
+    schedule: NoiseSchedule
+    prediction_type: PredictionType = "epsilon"
+    min_snr_gamma: float | None = None
+    cond_drop_prob: float = 0.0
+
+    def loss(self, model: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator,
+             *, batch_size: int | None = None, part: slice | None = None) -> torch.Tensor:
+        B, dev = batch_size or x0.shape[0], x0.device
+        part = part or slice(0, B)
+        t = torch.randint(self.schedule.num_timesteps, (B,), generator=generator)[part]
+        noise = torch.randn((B, *x0.shape[1:]), generator=generator)[part]
+        if cond is not None and self.cond_drop_prob > 0:
+            cond = drop_condition(cond, to_device((torch.rand(B, generator=generator) < self.cond_drop_prob)[part], dev))
+        noise = to_device(noise, dev)
+        if x0.is_contiguous(memory_format=torch.channels_last) and x0.dim() == 4:
+            noise = noise.contiguous(memory_format=torch.channels_last)
+        return diffusion_loss(model, self.schedule, x0, to_device(t, dev), noise, cond,
+                              prediction_type=self.prediction_type, min_snr_gamma=self.min_snr_gamma)
+
+    def identity(self) -> dict[str, Any]:
+        return schedule_id(self.schedule)
+
+
+@dataclass(frozen=True)
+class NoisyClassifierObjective:
+    """Cross-entropy of ``model(x_t, t)`` against the labels at t ~ U{0, …, T−1} (Dhariwal & Nichol 2021, §4.1).
+
+    The classifier of classifier guidance (chapter 07) reads noisy pictures. At large t nothing can
+    be told apart, so the loss there stays near log K; guidance needs the gradient at small and middle t.
+    """
+
+    schedule: NoiseSchedule
+
+    def loss(self, model: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator,
+             *, batch_size: int | None = None, part: slice | None = None) -> torch.Tensor:
+        if cond is None:
+            raise ValueError("the noisy classifier needs labels: data=(images, labels)")
+        B, dev = batch_size or x0.shape[0], x0.device
+        part = part or slice(0, B)
+        t = to_device(torch.randint(self.schedule.num_timesteps, (B,), generator=generator)[part], dev)
+        noise = to_device(torch.randn((B, *x0.shape[1:]), generator=generator)[part], dev)
+        return F.cross_entropy(model(self.schedule.to(dev).add_noise(x0, noise, t), t), cond.long())
+
+    def identity(self) -> dict[str, Any]:
+        return {"loss": "noisy_classifier_cross_entropy", "schedule": schedule_id(self.schedule)}
+
+
+# ----------------------------------------------------------------------------- one step, then the loop
+def train_step(model: nn.Module, ema_model: nn.Module, opt: torch.optim.Optimizer, objective: Objective,
+               x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator, *, step: int,
+               config: TrainConfig, use_amp: bool = False, net: nn.Module | None = None,
+               read_loss: bool = True, part: slice | None = None) -> tuple[Any, float]:
+    """One optimizer step on the batch ``x0`` (+ ``cond``): loss, backward, clip, AdamW, EMA. Returns (loss, lr).
+
+    ``step`` is 0-based; it sets the learning rate (:func:`lr_at`) and the EMA's warm-up
+    (:func:`ema_decay_at`). The objective draws its own randomness (t, ε, …) from ``generator``.
+    A NaN or infinite loss raises :class:`TrainingDiverged` before the weights are touched.
+    :func:`train` passes ``net`` (the model wrapped for DDP or compiled, called for the loss),
+    ``part`` (this rank's slice of the global batch ``config.batch_size``) and ``read_loss=False``:
+    the loss is then returned as a device tensor, unchecked, so the step never waits for the GPU.
+    """
+    lr = lr_at(step, config)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        if part is None:
+            loss = objective.loss(net or model, x0, cond, generator)
+        else:
+            loss = objective.loss(net or model, x0, cond, generator, batch_size=config.batch_size, part=part)
+    value: Any = loss.detach()
+    if read_loss:
+        value = float(value)
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"the loss became {value} at step {step + 1}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    opt.step()
+    ema_update(ema_model, model, ema_decay_at(step, config.ema_decay))
+    return value, lr
+
+
+Callback = Callable[[StepInfo], None]
+
+
+def _check_objective(objective: Any, config: TrainConfig, model: nn.Module, conds: torch.Tensor | None) -> None:
+    """The diffusion objective checks conditions against the model; others need the diffusion-only fields at default."""
+    if not isinstance(objective, NoiseSchedule):
+        if not (callable(getattr(objective, "loss", None)) and callable(getattr(objective, "identity", None))):
+            raise ValueError("objective must be a NoiseSchedule (course_lib.schedules.make_schedule) or an object with "
+                             f"loss(model, x0, cond, generator) and identity(), got {type(objective).__name__}")
+        if (config.prediction_type, config.min_snr_gamma, config.cond_drop_prob) != ("epsilon", None, 0.0):
+            raise ValueError("prediction_type, min_snr_gamma and cond_drop_prob shape the diffusion loss only; "
+                             f"leave them at their defaults with a {type(objective).__name__}")
+        return
     model_cfg = getattr(model, "config", None)
     conditional = bool(getattr(model_cfg, "conditional", False))
     if conds is not None and model_cfg is not None and not conditional:
@@ -289,186 +344,281 @@ def train(
                          "pass data=(images, labels)")
     if config.cond_drop_prob > 0 and conds is None:
         raise ValueError("cond_drop_prob > 0 needs conditions in data: data=(images, labels)")
-    dev = torch.device(device) if isinstance(device, torch.device) else get_device(device or "auto")
 
-    # everything the run depends on, checked on resume
-    identity = {
-        "model": model_signature(model),
-        "train_config": asdict(config),
-        "schedule": _schedule_id(schedule),
-        "data": _fingerprint(images),
-        "conditions": _fingerprint(conds) if conds is not None else None,
+
+# ----------------------------------------------------------------------------- run-wide limits
+@dataclass(frozen=True)
+class Limits:
+    """What ``python -m course_lib.train`` changes about every :func:`train` call inside :func:`limits`."""
+
+    until: int | None = None  # stop after this many steps of the recipe (a checkpoint is left there)
+    checkpoint_every: int | None = None  # overrides config.checkpoint_every (not part of a run's identity)
+    compile: bool = False  # torch.compile the model
+
+
+_LIMITS: contextvars.ContextVar[Limits] = contextvars.ContextVar("course_lib_training_limits", default=Limits())
+
+
+@contextlib.contextmanager
+def limits(*, until: int | None = None, checkpoint_every: int | None = None, compile: bool = False) -> Iterator[Limits]:
+    """Within the block, every :func:`train` stops after ``until`` steps of its recipe, checkpoints every
+    ``checkpoint_every`` steps and (``compile=True``) compiles its model. The recipes themselves, and so
+    the runs' identities, stay the same: a chapter later resumes or loads the run."""
+    if until is not None:
+        check_int("until", until, min_value=1)
+    if checkpoint_every is not None:
+        check_int("checkpoint_every", checkpoint_every, min_value=0)
+    token = _LIMITS.set(Limits(until, checkpoint_every, bool(compile)))
+    try:
+        yield _LIMITS.get()
+    finally:
+        _LIMITS.reset(token)
+
+
+def train(
+    model: nn.Module,
+    objective: NoiseSchedule | Objective,
+    data: Any,
+    config: TrainConfig,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    callback: Callback | Sequence[Callback] | None = None,
+    log_every: int = 25,
+    compile: bool | None = None,
+    channels_last: bool | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data`` with ``config``: :func:`train_step` ``config.steps`` times, with checkpoints.
+
+    ``objective``: a NoiseSchedule trains a denoiser ``model(x_t, t, cond=None)`` with the diffusion
+    loss (:class:`DiffusionObjective`); any :class:`Objective` trains with its loss instead.
+    ``data``: a tensor (N, …) of examples in the model's range, or a pair (examples, conditions)
+    with conditions as class labels (N,) or vectors (N, D). With a ``run_dir`` a checkpoint is
+    committed every ``config.checkpoint_every`` steps and at the end; with ``resume=True`` an
+    existing checkpoint there is verified (sha256, model config, train config, schedule or
+    objective, data) and training continues from it — if it is already finished, nothing is
+    trained. ``resume=False`` starts again and overwrites. ``callback``: one callable or several,
+    called in order with a :class:`StepInfo` after every step; raising :class:`StopTraining` ends
+    the run there (checkpointed). Raises :class:`TrainingDiverged` on a NaN/inf loss (the last
+    checkpoint stays intact) and ValueError/CheckpointError naming any bad input.
+
+    Speed: the losses are read from the device every ``log_every`` steps (every step when there is
+    a callback, which gets them as floats); ``compile=True`` wraps the model in ``torch.compile``;
+    ``channels_last`` (default: on CUDA) stores images as NHWC, what tensor cores prefer. Under
+    ``torchrun`` (course_lib.distributed) the run is data-parallel: ``config.batch_size`` is the
+    global batch, split evenly across the processes; only rank 0 writes checkpoints.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_bool("resume", resume)
+    check_bool("progress", progress)
+    check_int("log_every", log_every, min_value=1)
+    lim = _LIMITS.get()
+    compile = lim.compile if compile is None else check_bool("compile", compile)
+    every = config.checkpoint_every if lim.checkpoint_every is None else lim.checkpoint_every
+    stop = config.steps if lim.until is None else min(config.steps, lim.until)
+    where = distributed.info()
+    part = distributed.local_slice(config.batch_size, where)  # this rank's share of the global batch
+    images, conds = _split_data(data)
+    if images.shape[0] < 1 or not images.dtype.is_floating_point:
+        raise ValueError(f"data must hold at least one floating-point example, got shape {tuple(images.shape)} {images.dtype}")
+    _check_objective(objective, config, model, conds)
+    callbacks = [] if callback is None else list(callback) if isinstance(callback, (list, tuple)) else [callback]
+    dev = torch.device(device) if isinstance(device, torch.device) else get_device(device or "auto")
+    identity = {  # everything the run depends on, checked on resume
+        "model": model_signature(model), "train_config": asdict(config),
+        **({"schedule": schedule_id(objective)} if isinstance(objective, NoiseSchedule) else {"objective": objective.identity()}),
+        "data": fingerprint(images), "conditions": fingerprint(conds) if conds is not None else None,
     }
+    if isinstance(objective, NoiseSchedule):
+        objective = DiffusionObjective(objective.to(dev), config.prediction_type, config.min_snr_gamma, config.cond_drop_prob)
 
     torch.manual_seed(config.seed)  # dropout draws
-    gen = torch.Generator().manual_seed(config.seed)  # every draw of the loop: indices, t, ε, drops
+    gen = torch.Generator().manual_seed(config.seed)  # every draw of the loop: indices, then the objective's
+    cl = (dev.type == "cuda") if channels_last is None else check_bool("channels_last", channels_last)
+    cl = cl and images.dim() == 4
     model = model.to(dev).train()
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
     ema_model = deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     losses: list[float] = []
     start, seconds_before = 0, 0.0
-
     if run_dir is not None and resume and has_checkpoint(run_dir):
-        tensors, state = load_checkpoint(run_dir)
-        check_signature(state["model"], model)
-        check_same("training config", state["train_config"], identity["train_config"], ignore=("checkpoint_every",))
-        check_same("noise schedule", state["schedule"], identity["schedule"])
-        check_same("data set", {"data": state["data"], "conditions": state["conditions"]},
-                   {"data": identity["data"], "conditions": identity["conditions"]})
-        state_dict_into(model, tensors, "model.")
-        state_dict_into(ema_model, tensors, "ema.")
-        _restore_optimizer(opt, tensors, state["optimizer_param_groups"])
-        _restore_rng(gen, tensors, dev)
+        state = resume_run(run_dir, identity, model, ema_model, opt, gen, dev)
         start, seconds_before, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
 
-    tic = time.perf_counter()
+    net: nn.Module = model  # what the steps call for the loss: wrapped for DDP and/or compiled
+    if where.active:
+        from torch.nn.parallel import DistributedDataParallel
 
-    def seconds() -> float:  # training time over all sessions of this run
-        return seconds_before + (time.perf_counter() - tic if start < config.steps else 0.0)
-
-    committed: dict[str, float] = {}
-
-    def commit(step: int) -> None:
-        committed["seconds"] = seconds()  # what the checkpoint says is what train() returns
-        opt_tensors, groups = _optimizer_tensors(opt)
-        tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
-                   **{f"ema.{k}": v for k, v in ema_model.state_dict().items()},
-                   **opt_tensors, **_rng_tensors(gen, dev)}
-        save_checkpoint(run_dir, tensors, {**identity, "step": step, "seconds": committed["seconds"], "losses": losses,
-                                           "optimizer_param_groups": groups})
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if compile:
+        net = torch.compile(net)
+    # objectives that can draw for the global batch get this rank's part; others get a private stream per rank
+    global_draws = not where.active or isinstance(objective, (DiffusionObjective, NoisyClassifierObjective))
 
     images_dev = images.to(dev)
+    if cl:
+        images_dev = images_dev.contiguous(memory_format=torch.channels_last)
     conds_dev = conds.to(dev) if conds is not None else None
-    sched_dev = schedule.to(dev)
     use_amp = config.amp and dev.type == "cuda" and _native_bf16()
-    n, T, B = images.shape[0], schedule.num_timesteps, config.batch_size
+    tic, done = time.perf_counter(), start
+    pending: list[torch.Tensor] = []  # this rank's losses of the last steps, still on the device
+
+    def seconds() -> float:  # training time over all sessions of this run
+        return seconds_before + (time.perf_counter() - tic if start < stop else 0.0)
+
+    def read_losses() -> None:
+        """The pending losses to the host: one sync and one all-reduce for many steps; stop on a NaN."""
+        if not pending:
+            return
+        values = distributed.all_mean(torch.stack(pending).float()).tolist()  # the global batch's mean loss
+        first = len(losses) + 1
+        pending.clear()
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                where_ckpt = (f"the last good checkpoint (step {read_state(run_dir)['step']}) in {str(run_dir)!r} is intact"
+                              if run_dir is not None and has_checkpoint(run_dir) else "no checkpoint was written")
+                raise TrainingDiverged(f"the loss became {value} at step {first + i}; training stopped and {where_ckpt}. "
+                                       f"Try a lower lr (now {config.lr:g}), grad_clip, or check the data for NaNs.")
+        losses.extend(values)
+
+    def commit() -> float:
+        read_losses()
+        now = seconds()  # what the checkpoint says is what train() returns
+        if where.is_main:  # one writer; the others wait until the checkpoint is in place
+            save_run(run_dir, model, ema_model, opt, gen, dev, {**identity, "step": done, "seconds": now, "losses": losses})
+        distributed.barrier()
+        return now
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.steps, initial=start, disable=not progress or start >= config.steps,
+    read_every = 1 if callbacks else log_every
+    bar = tqdm(total=stop, initial=min(start, stop), disable=not progress or start >= stop,
                desc="training", dynamic_ncols=True)
+    total = None
     try:
-        for step in range(start, config.steps):
-            lr = lr_at(step, config)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            idx = torch.randint(n, (B,), generator=gen)
-            t = torch.randint(T, (B,), generator=gen)
-            noise = torch.randn((B, *images.shape[1:]), generator=gen)
-            x0 = images_dev[idx.to(dev)]
-            cond = conds_dev[idx.to(dev)] if conds_dev is not None else None
-            if cond is not None and config.cond_drop_prob > 0:
-                cond = drop_condition(cond, (torch.rand(B, generator=gen) < config.cond_drop_prob).to(dev))
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = diffusion_loss(model, sched_dev, x0, t.to(dev), noise.to(dev), cond,
-                                      prediction_type=config.prediction_type, min_snr_gamma=config.min_snr_gamma)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                where = (f"the last good checkpoint (step {read_state(run_dir)['step']}) in {str(run_dir)!r} is intact"
-                         if run_dir is not None and has_checkpoint(run_dir) else "no checkpoint was written")
-                raise TrainingDiverged(
-                    f"the loss became {value} at step {step + 1}; training stopped and {where}. "
-                    f"Try a lower lr (now {config.lr:g}), grad_clip, or check the data for NaNs."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            ema_update(ema_model, model, ema_decay_at(step, config.ema_decay))
-            losses.append(value)
+        for step in range(start, stop):
+            if where.active:  # a private stream per rank and step (dropout), derived from the seed
+                torch.manual_seed(distributed.rank_seed(config.seed, where.rank, step))
+            idx = to_device(torch.randint(images.shape[0], (config.batch_size,), generator=gen)[part], dev)
+            x0, cond = images_dev[idx], conds_dev[idx] if conds_dev is not None else None
+            if cl:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+            draws = gen if global_draws else torch.Generator().manual_seed(
+                distributed.rank_seed(config.seed, where.rank, step))
+            loss, lr = train_step(model, ema_model, opt, objective, x0, cond, draws, step=step, config=config,
+                                  use_amp=use_amp, net=net, read_loss=False,
+                                  part=part if where.active and global_draws else None)
+            pending.append(loss)
             done = step + 1
-            if progress and (done % 10 == 0 or done == config.steps):
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", lr=f"{lr:.2e}", refresh=False)
+            if done % read_every == 0 or done == stop:
+                read_losses()
+                if progress:
+                    bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
-            if callback is not None:
-                callback(StepInfo(done, value, lr, model, ema_model))
-            if run_dir is not None and (done == config.steps or (config.checkpoint_every and done % config.checkpoint_every == 0)):
-                commit(done)
+            try:
+                for cb in callbacks:
+                    cb(StepInfo(done, losses[-1], lr, model, ema_model))
+            except StopTraining:
+                total = commit() if run_dir is not None else None
+                break
+            if run_dir is not None and (done == stop or (every and done % every == 0)):
+                total = commit()
+        read_losses()
     finally:
         bar.close()
     model.eval()
-    total = committed["seconds"] if run_dir is not None and start < config.steps else seconds()
-    return TrainResult(model, ema_model, losses, max(start, config.steps), total)
+    if isinstance(objective, DiffusionObjective):  # a trained denoiser says what it predicts (forward.prediction_type_of)
+        for m in (model, ema_model):
+            m.prediction_type = config.prediction_type
+    if total is None or start >= stop:
+        total = seconds()
+    return TrainResult(model, ema_model, losses, max(start, done), total)
 
 
-# ----------------------------------------------------------------------------- the chapter-04 digits model
-DIGITS_SCHEDULE = "cosine"
-DIGITS_NUM_CLASSES = 10
-COND_CPU_STEPS = 900  # the class-conditional digits model in the cpu profile: ≤ 5 min, ≥ 95 % with CFG
+def noisy_classifier_config(**changes: Any) -> TrainConfig:
+    """A :class:`TrainConfig` for the noisy classifier: AdamW with weight decay 0.01, lr 2e-3, no clipping, no AMP.
 
-
-def digits_train_config(profile: str = "auto", *, cond: bool = False) -> TrainConfig:
-    """The training recipe of the chapter-04 digits model for a profile.
-
-    ε-prediction on the cosine schedule with Min-SNR-5 weighting, AdamW at a high peak lr
-    (2e-3, fine for a small net with warm-up and clipping), batch 64 and many steps rather than
-    batch 128 and half as many, EMA with warm-up. Measured on the digits (FID on the shipped
-    digit features, 1,000 samples with 50 DDIM steps, 1,800 steps of training): this recipe 12.5;
-    linear schedule 17.8; no Min-SNR 15.5; batch 128 for half the steps 32.7; lr 1e-3 much worse.
-    The ``cpu`` profile then trains twice as long, 3,600 steps (about 6½ minutes on the 2-core
-    reference CPU, two threads): FID 6.5 instead of 13 (v-prediction at 3,600 steps: 5.5; the
-    course keeps ε, the target chapters 03–06 teach).
-    ``cond=True`` adds condition dropout 0.1 so that the model supports classifier-free guidance.
-    In the ``cpu`` profile the conditional model trains half as many steps (900, about 5 minutes
-    on a 2-core CPU): guided with CFG at s = 3 it drew the requested digit 99 % of the time
-    (shipped classifier, 200 class-balanced samples, 20 DDIM steps; chapter 07).
+    Defaults (changed by keyword): 600 steps of 128, warm-up 50, one checkpoint at the end.
     """
-    check_bool("cond", cond)
-    prof = resolve_profile(profile)
-    base = {
-        "smoke": TrainConfig(steps=20, batch_size=16, lr=2e-3, warmup=5, checkpoint_every=10, min_snr_gamma=5.0),
-        "cpu": TrainConfig(steps=3600, batch_size=64, lr=2e-3, warmup=100, checkpoint_every=600, min_snr_gamma=5.0),
-        "gpu": TrainConfig(steps=5000, batch_size=128, lr=1e-3, warmup=250, checkpoint_every=1000, min_snr_gamma=5.0,
-                           ema_decay=0.9995),
-    }[prof]
-    if not cond:
-        return base
-    return replace(base, cond_drop_prob=0.1, steps=COND_CPU_STEPS if prof == "cpu" else base.steps)
+    base = dict(steps=600, batch_size=128, lr=2e-3, warmup=50, weight_decay=0.01, grad_clip=None, amp=False,
+                checkpoint_every=0)
+    return TrainConfig(**{**base, **changes})
 
 
-def digits_model(
-    profile: str = "auto",
-    *,
-    cond: bool = False,
-    run_dir: str | os.PathLike | None = None,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    retrain: bool = False,
-) -> tuple[nn.Module, NoiseSchedule, dict[str, Any]]:
-    """The chapter-04 MNIST digits U-Net (32×32, ``course_lib.data.load_mnist5000``), trained once and cached.
+def train_noisy_classifier(classifier: nn.Module, schedule: NoiseSchedule, images: torch.Tensor, labels: torch.Tensor,
+                           config: TrainConfig, *, device: str | torch.device | None = None,
+                           progress: bool = True) -> list[float]:
+    """Train ``classifier`` in place to predict y from x_t (:class:`NoisyClassifierObjective`); returns the loss history."""
+    if labels.shape != images.shape[:1] or labels.is_floating_point():
+        raise ValueError(f"labels must be integer class labels of shape ({images.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
+    return train(classifier, NoisyClassifierObjective(schedule), (images, labels), config, device=device,
+                 progress=progress).losses
 
-    If ``run_dir`` (default ``runs/digits-<profile>`` or ``runs/digits-<profile>-cond``) holds a
-    finished checkpoint whose sha256, model config, training config, schedule and data all match,
-    it is loaded in a second; a partial one is resumed; otherwise the model is trained from
-    scratch (``cpu`` profile: a few minutes). A checkpoint that does not verify raises
-    CheckpointError naming the problem; ``retrain=True`` trains afresh over it. ``cond=True`` gives a class-conditional model
-    (labels 0–9, −1 = no label) trained with condition dropout for classifier-free guidance.
 
-    Returns ``(ema_model, schedule, info)`` with info keys ``train_seconds``, ``steps``,
-    ``config`` (the UNetConfig as a dict), ``train_config``, ``schedule``, ``prediction_type``, ``profile``,
-    ``run_dir``, ``losses`` and ``cached`` (True when nothing had to be trained).
-    """
-    from .data import load_mnist5000
-    from .models.unet import UNet, digits_config
+# ----------------------------------------------------------------------------- callbacks
+class StopAfter:
+    """Callback: end :func:`train` (via :class:`StopTraining`) once ``steps`` steps are done or ``seconds`` have passed."""
 
-    check_bool("cond", cond)
-    check_bool("retrain", retrain)
-    prof = resolve_profile(profile)
-    cfg = digits_config(prof, num_classes=DIGITS_NUM_CLASSES if cond else None)
-    tcfg = digits_train_config(prof, cond=cond)
-    schedule = make_schedule(DIGITS_SCHEDULE)
-    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / (f"digits-{prof}" + ("-cond" if cond else ""))
-    split = load_mnist5000("train", size=cfg.image_size)
-    data = (split.images, split.labels) if cond else split.images
-    cached = not retrain and has_checkpoint(run_dir) and int(read_state(run_dir).get("step", -1)) >= tcfg.steps
-    torch.manual_seed(tcfg.seed)  # the initial weights are part of the recipe
-    result = train(UNet(cfg), schedule, data, tcfg, run_dir=run_dir, resume=not retrain, device=device,
-                   progress=progress)
-    info = {
-        "train_seconds": result.seconds, "steps": result.steps, "config": cfg.to_dict(),
-        "train_config": asdict(tcfg), "schedule": DIGITS_SCHEDULE, "prediction_type": tcfg.prediction_type,
-        "profile": prof, "run_dir": str(run_dir),
-        "losses": result.losses, "cached": cached,
-    }
-    return result.ema_model, schedule, info
+    def __init__(self, *, steps: int | None = None, seconds: float | None = None) -> None:
+        if steps is None and seconds is None:
+            raise ValueError("StopAfter needs steps= or seconds= (or both)")
+        self.steps = None if steps is None else check_int("steps", steps, min_value=1)
+        self.seconds = None if seconds is None else check_float("seconds", seconds, min_value=0.0)
+        self.started = time.perf_counter()
+
+    def __call__(self, info: StepInfo) -> None:
+        if (self.steps is not None and info.step >= self.steps) or (
+                self.seconds is not None and time.perf_counter() - self.started >= self.seconds):
+            raise StopTraining(f"stopped after {info.step} steps")
+
+
+class Recorder:
+    """Callback: keep the step, loss, learning rate and wall seconds (since creation) of every step."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.lrs: list[float] = []
+        self.seconds: list[float] = []
+        self.started = time.perf_counter()
+
+    def __call__(self, info: StepInfo) -> None:
+        self.steps.append(info.step)
+        self.losses.append(info.loss)
+        self.lrs.append(info.lr)
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def ema_weights(info: StepInfo) -> dict[str, torch.Tensor]:
+    """A CPU copy of the EMA model's weights at this step."""
+    return {k: v.detach().cpu().clone() for k, v in info.ema_model.state_dict().items()}
+
+
+def model_weights(info: StepInfo) -> dict[str, torch.Tensor]:
+    """A CPU copy of the raw (non-EMA) model's weights at this step."""
+    return {k: v.detach().cpu().clone() for k, v in info.model.state_dict().items()}
+
+
+class Snapshots:
+    """Callback: at each of ``steps`` keep ``take(info)`` in ``taken[step]`` (default: a CPU copy of the EMA weights)."""
+
+    def __init__(self, steps: Iterable[int], take: Callable[[StepInfo], Any] = ema_weights) -> None:
+        self.steps = sorted({check_int("step", s, min_value=1) for s in steps})
+        self.take = take
+        self.taken: dict[int, Any] = {}
+
+    def __call__(self, info: StepInfo) -> None:
+        if info.step in self.steps:
+            self.taken[info.step] = self.take(info)
+
+    @property
+    def complete(self) -> bool:
+        """True once a snapshot exists for every requested step."""
+        return all(s in self.taken for s in self.steps)

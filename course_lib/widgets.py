@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from .schedules import NoiseSchedule
-from .viz import forward_strip, show_images
+from .viz import captioned_grid, forward_strip, show_images
 
 
 def widgets_available() -> bool:
@@ -66,21 +66,19 @@ def prompt_guidance_slider(
     """Drag the guidance scale s and watch the same noise become pictures that follow ``prompts`` more and more (chapter 08).
 
     Every s ∈ ``scales`` starts from the same noise (``seed``), through
-    :func:`course_lib.prompts.generate` (ε̃ = ε_∅ + s·(ε_c − ε_∅)); the pictures are made once,
-    up front, so dragging is instant. Returns the ipywidgets object, or — where widgets can't
+    :func:`course_lib.prompts.generate_from_prompts` (ε̃ = ε_∅ + s·(ε_c − ε_∅)); the pictures are
+    made once, up front, so dragging is instant. Returns the ipywidgets object, or — where widgets can't
     render — draws the static grid (one row per s, one column per prompt) and returns that figure.
     """
-    from .prompts import generate
+    from .prompts import generate_from_prompts
 
     scales = [float(s) for s in scales]
     if not scales:
         raise ValueError("scales must list at least one guidance scale, e.g. (0, 1, 3)")
-    rows = {s: generate(model, list(prompts), guidance_scale=s, num_steps=num_steps, seed=seed, schedule=schedule)
-            for s in scales}
+    rows = {s: generate_from_prompts(model, list(prompts), guidance_scale=s, num_steps=num_steps, seed=seed,
+                                     schedule=schedule) for s in scales}
     labels = [p or "(empty prompt)" for p in prompts]
     if not widgets_available():
-        from .viz import captioned_grid
-
         images = torch.cat([rows[s] for s in scales])  # (len(scales)·P, C, H, W): one row per scale
         captions = [f"s = {s:g}: {p}" for s in scales for p in labels]
         return captioned_grid(images, captions, ncols=len(labels), wrap=22,
@@ -89,8 +87,6 @@ def prompt_guidance_slider(
     import ipywidgets as w
 
     def draw(s: float) -> None:
-        from .viz import captioned_grid
-
         captioned_grid(rows[s], labels, ncols=len(labels), wrap=22, title=f"guidance scale s = {s:g}")
         plt.show()
 

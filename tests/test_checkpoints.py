@@ -224,3 +224,24 @@ def test_data_must_match_on_resume(tmp_path):
     with pytest.raises(CheckpointError, match="different data set"):
         train(_model(), make_schedule("linear"), _images() * 0.5, tc, run_dir=tmp_path, progress=False)
     assert Path(tmp_path / "checkpoint.json").exists()
+
+
+def test_the_one_verified_loader_and_card_reader(tmp_path):
+    from course_lib.checkpoints import WeightsNotFound, cached_tensors, load_shipped, load_tensors, read_card
+
+    model = _model()
+    digest = save_weights(model, tmp_path / "w.safetensors")
+    (tmp_path / "card.json").write_text(json.dumps({"sha256": digest}))
+    assert read_card(tmp_path / "card.json") == {"sha256": digest}
+    shipped = load_shipped(_model(seed=1), tmp_path / "w.safetensors", tmp_path / "card.json")
+    assert _equal_states(shipped, model) and not shipped.training
+    assert all(not p.requires_grad for p in shipped.parameters())
+    with pytest.raises(WeightsNotFound, match="path=") as err:
+        load_tensors(tmp_path / "missing.safetensors")
+    assert isinstance(err.value, FileNotFoundError) and isinstance(err.value, CheckpointError)
+    with pytest.raises(CheckpointError, match=f"sha256 is {digest}, expected {'0' * 64}; rebuild it"):
+        load_tensors(tmp_path / "w.safetensors", sha256="0" * 64, hint="rebuild it")
+    calls = []
+    make = lambda: calls.append(1) or {"x": torch.ones(2)}  # noqa: E731
+    first, again = cached_tensors(tmp_path / "side.safetensors", make), cached_tensors(tmp_path / "side.safetensors", make)
+    assert calls == [1] and torch.equal(first["x"], again["x"])

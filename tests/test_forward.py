@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from course_lib.forward import (
-    PREDICTION_TYPES, convert, posterior_mean_variance, q_sample, q_step, split_prediction, target,
+    PREDICTION_TYPES, check_model_output, convert, convert_at, noise_report, posterior_mean_variance, q_sample, q_step,
+    split_prediction, target,
 )
-from course_lib.schedules import make_schedule
+from course_lib.schedules import alpha_bar_at, make_schedule
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,33 @@ def test_posterior_variance_is_beta_tilde(s):
 def test_unknown_prediction_type(s):
     with pytest.raises(ValueError, match="prediction_type"):
         target(s, torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor([0]), "eps")
+
+
+def test_convert_at_a_given_alpha_bar_equals_convert_at_t():
+    s = make_schedule("cosine", 1000)
+    g = torch.Generator().manual_seed(3)
+    x_t, out = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    t = torch.tensor([1, 400, 990])
+    for source in PREDICTION_TYPES:
+        for dest in PREDICTION_TYPES:
+            at_t = convert(s, out, x_t, t, source, dest)
+            assert torch.equal(convert_at(alpha_bar_at(s, t, like=x_t), out, x_t, source, dest), at_t)
+
+
+def test_check_model_output_names_both_shapes():
+    x = torch.zeros(2, 1, 4, 4)
+    assert check_model_output(x + 1, x).shape == x.shape
+    with pytest.raises(ValueError, match=r"\(2, 1, 2, 4\).*\(2, 1, 4, 4\)"):
+        check_model_output(x[:, :, :2], x)
+    with pytest.raises(ValueError, match="list"):
+        check_model_output([1.0], x)
+
+
+def test_noise_report_tells_noise_from_a_picture():
+    g = torch.Generator().manual_seed(0)
+    picture = torch.linspace(-1, 1, 32).repeat(1, 1, 32, 1)  # (1, 1, 32, 32): a smooth ramp
+    noise = noise_report(torch.randn(1, 1, 32, 32, generator=g), picture, "ramp")
+    assert set(noise) == {"mean", "std", "KS p-value vs N(0,1)", "neighbour corr.", "corr. with ramp"}
+    assert abs(noise["std"] - 1) < 0.1 and abs(noise["neighbour corr."]) < 0.1 and noise["KS p-value vs N(0,1)"] > 0.01
+    ramp = noise_report(picture, picture)
+    assert ramp["neighbour corr."] > 0.9 and ramp["corr. with reference"] > 0.999

@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from course_lib.checkpoints import CheckpointError
 from course_lib.forward import convert
 from course_lib.guidance import (
-    ClassifierTrainConfig,
-    alpha_bar_at,
+    NULL_LABEL,
     cfg_combine,
     cfg_model,
     classifier_guided_model,
     classifier_log_prob_grad,
-    digits_noisy_classifier,
-    guided_denoiser,
-    noisy_classifier_accuracy,
     null_condition,
     rescale_guidance,
-    train_noisy_classifier,
 )
 from course_lib.models import UNet, UNetConfig
 from course_lib.models.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
-from course_lib.samplers import SAMPLERS, sample, schedule_sigmas, sigma_to_t
+from course_lib.samplers import SAMPLERS, sample
 from course_lib.schedules import make_schedule
-from course_lib.training import DIGITS_SCHEDULE
+from course_lib.pretrained import DIGITS_SCHEDULE, digits_noisy_classifier, noisy_classifier_accuracy
+from course_lib.training import noisy_classifier_config, train_noisy_classifier
 
 SHAPE = (4, 1, 16, 16)
 
@@ -163,15 +157,6 @@ def test_classifier_guidance_is_the_same_for_every_prediction_type(sched):
         torch.testing.assert_close(convert(sched, out, x, T_STEP, ptype, "epsilon"), guided_eps, rtol=1e-3, atol=1e-4)
 
 
-def test_alpha_bar_at_fractional_t_is_the_samplers_noise_level(sched):
-    sigmas = schedule_sigmas(sched)[[0, 17, 400, 999]] * torch.tensor([1.0, 1.3, 0.9, 1.0])
-    t = sigma_to_t(sched, sigmas).float()
-    torch.testing.assert_close(alpha_bar_at(sched, t), 1 / (1 + sigmas**2), rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(alpha_bar_at(sched, torch.tensor([0, 999])), sched.alphas_cumprod[[0, 999]])
-    with pytest.raises(ValueError, match="t="):
-        alpha_bar_at(sched, torch.tensor([1000]))
-
-
 # ----------------------------------------------------------------------------- every sampler
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_guided_denoisers_work_with_every_sampler(sched, sampler):
@@ -203,7 +188,7 @@ def test_classifier_guidance_raises_the_classifiers_confidence(sched):
     images[:32, :, :8] = 1.0  # class 0: bright top half
     images[32:, :, 8:] = 1.0  # class 1: bright bottom half
     labels = torch.tensor([0] * 32 + [1] * 32)
-    cfg = ClassifierTrainConfig(steps=60, batch_size=32, lr=5e-3, warmup=5)
+    cfg = noisy_classifier_config(steps=60, batch_size=32, lr=5e-3, warmup=5)
     losses = train_noisy_classifier(clf, sched, images, labels, cfg, device="cpu", progress=False)
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
     assert noisy_classifier_accuracy(clf, sched, images, labels, 0) > 0.9
@@ -248,10 +233,6 @@ def test_bad_options(sched):
         cfg_model(net, 2.0, rescale=1.5)
     with pytest.raises(ValueError, match="prediction_type.*'epsilon'"):
         classifier_guided_model(net, clf, sched, 1.0, prediction_type="eps")
-    with pytest.raises(ValueError, match="method.*'cfg'"):
-        guided_denoiser(net, "cfgg", 2.0)
-    with pytest.raises(ValueError, match="classifier"):
-        guided_denoiser(net, "classifier", 2.0)
     with pytest.raises(ValueError, match="preset"):
         NoisyClassifierConfig.preset("huge")
     with pytest.raises(ValueError, match="model"):
@@ -264,5 +245,4 @@ def test_bad_options(sched):
         cfg_model(net, 2.0)(_x(), T_STEP, cond=torch.tensor([1, 2]))
     with pytest.raises(ValueError, match=r"\(8, 1, 2, 16\).*\(8, 1, 16, 16\)"):
         cfg_model(lambda x, t, cond=None: x[:, :, :2], 2.0)(_x(), T_STEP, cond=LABELS)
-    assert math.isclose(guided_denoiser(net, "none")(_x(), T_STEP).abs().sum().item(),
-                        net(_x(), T_STEP).abs().sum().item(), rel_tol=1e-6)
+    assert NULL_LABEL == -1 and null_condition(LABELS).tolist() == [NULL_LABEL] * len(LABELS)

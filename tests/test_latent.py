@@ -202,7 +202,7 @@ def test_scene_judge_reads_held_out_scenes_and_verifies_its_sha256(tmp_path):
     raw = bytearray(JUDGE_WEIGHTS.read_bytes())
     raw[-1] ^= 1
     bad.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match="sha256 mismatch"):
+    with pytest.raises(ValueError, match="sha256"):
         load_scene_judge(bad)
 
 
@@ -214,6 +214,7 @@ def test_latent_benchmark_reports_json(capsys, monkeypatch, tmp_path):
 
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "latent.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # the script imports benchmarks/_cli.py as `_cli`
     spec = importlib.util.spec_from_file_location("latent_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -223,3 +224,13 @@ def test_latent_benchmark_reports_json(capsys, monkeypatch, tmp_path):
         assert key in out, key
     assert out["profile"] == "smoke" and out["compression"] == 12.0
     assert 0 <= out["prompt_accuracy_crossattn"] <= 1 and 0 <= out["edit_success"] <= 1
+
+
+def test_cross_attention_function_exercise_solution_passes_and_wrong_answers_fail():
+    from course_lib import exercises as E
+
+    assert E.check_cross_attention(E.solution_cross_attention) is True
+    assert E.check_cross_attention(lambda q, k, mask: None) is False
+    with pytest.raises(AssertionError, match="✗"):  # forgot the √d
+        E.check_cross_attention(lambda q, k, mask: (q @ k.transpose(-1, -2)).masked_fill(
+            ~mask[:, None, None, :], float("-inf")).softmax(-1))

@@ -15,6 +15,7 @@ import torchvision.transforms.functional as TF
 from scipy import linalg, stats
 
 from course_lib import metrics as M
+from course_lib import viz
 from course_lib.checkpoints import sha256_file
 from course_lib.data import load_mnist5000, make_toy
 from course_lib.models.classifier import (
@@ -204,7 +205,7 @@ def test_nearest_training_images_finds_copies(train, test_split):
     # the exact nearest, checked by brute force for the held-out samples
     brute = ((samples[3:, None] - train.images[None]) ** 2).flatten(2).sum(-1)  # (5, M)
     assert pixel.index[3:].tolist() == brute.argmin(1).tolist()
-    fig = M.plot_nearest(samples, train.images, pixel, k=4)
+    fig = viz.plot_nearest(samples, train.images, pixel, k=4)
     assert len(fig.axes) == 8
     import matplotlib.pyplot as plt
 

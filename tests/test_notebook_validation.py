@@ -12,6 +12,8 @@ from course_lib.sweep import NOTEBOOK_DIR
 
 SCHEDULES = "02_noise_schedules.ipynb"
 SAMPLERS = "06_ddim_and_fast_samplers.ipynb"
+FLOW = "12_flow_matching.ipynb"
+FAMILIES = "09_three_families.ipynb"
 
 
 @pytest.mark.parametrize(
@@ -23,6 +25,11 @@ SAMPLERS = "06_ddim_and_fast_samplers.ipynb"
         (SCHEDULES, {"seed": "abc"}, "seed must be an integer"),
         (SAMPLERS, {"spacing": "trailing"}, "sigma_max=80.0 only applies to spacing='karras'"),
         (SAMPLERS, {"sampler": "dpm_solver"}, "sampler='dpm_solver' is not allowed"),
+        (FLOW, {"sampler": "rk4"}, "sampler='rk4' is not allowed"),
+        (FLOW, {"shift": 0.0}, "shift=0.0 is out of range"),
+        (FAMILIES, {"families": ["vae", "flow"]}, "family='flow' is not allowed"),
+        (FAMILIES, {"beta": -0.5}, "beta=-0.5 is out of range"),
+        (FAMILIES, {"budget_seconds": 0}, "budget_seconds must be > 0"),
     ],
 )
 def test_bad_parameter_fails_in_validation_cell(tmp_path, monkeypatch, notebook, params, expected):

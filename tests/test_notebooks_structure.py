@@ -75,7 +75,18 @@ def test_cells_fit_on_a_screen(nb):
 def test_has_an_exercise_with_a_check(nb):
     path, book = nb
     assert any("## Exercise" in c.source for c in book.cells if c.cell_type == "markdown")
-    assert any("check(" in c.source for c in book.cells if c.cell_type == "code")
+    assert any("check(" in c.source or "exercises.check_" in c.source for c in book.cells if c.cell_type == "code")
+
+
+def test_has_an_exercise_where_the_learner_writes_code(nb):
+    """Issue 11: every chapter has a function exercise (course_lib.exercises.check_*) with hints and a reference solution."""
+    path, book = nb
+    stubs = [c for c in book.cells if c.cell_type == "code" and "exercises.check_" in c.source]
+    assert stubs, f"{path.name}: no exercise where the learner writes a function (exercises.check_*)"
+    for c in stubs:
+        assert "return None  # your code here" in c.source, f"{path.name}: the stub must start empty"
+    text = "\n".join(c.source for c in book.cells if c.cell_type == "markdown")
+    assert "<summary>Hint 1</summary>" in text and "exercises.solution_" in text.replace("ex.solution_", "exercises.solution_")
 
 
 def test_every_notebook_is_in_the_toc():

@@ -1,5 +1,5 @@
 """Chapter 08: the text encoder, the prompt-conditioned denoiser, classifier-free guidance with the
-empty prompt, generate(), the cached prompt model and its benchmark (smoke sizes, a few seconds)."""
+empty prompt, generate_from_prompts(), the cached prompt model and its benchmark (smoke sizes, a few seconds)."""
 
 import math
 
@@ -7,21 +7,13 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from course_lib.hats import MAX_PROMPT_LENGTH, VOCAB, make_hats_dataset, tokenize
+from course_lib.captions import MAX_PROMPT_LENGTH, VOCAB, tokenize
+from course_lib.hats import make_hats_dataset
 from course_lib.models.text import NO_PROMPT, PromptDenoiser, TextEncoder, TextEncoderConfig
 from course_lib.models.unet import UNet, UNetConfig
-from course_lib.prompts import (
-    HELD_OUT,
-    UNSEEN_PROMPTS,
-    build_prompt_model,
-    generate,
-    prompt_benchmark,
-    prompt_model,
-    prompt_recipe,
-    score_prompts,
-    seen_prompts,
-)
-from course_lib.samplers import guided_model
+from course_lib.pretrained import HELD_OUT, build_prompt_model, prompt_model, prompt_recipe
+from course_lib.prompts import UNSEEN_PROMPTS, generate_from_prompts, prompt_benchmark, score_prompts, seen_prompts
+from course_lib.guidance import cfg_model
 from course_lib.schedules import make_schedule
 from course_lib.training import drop_condition
 
@@ -101,37 +93,37 @@ def test_cfg_with_prompts_uses_the_empty_prompt_as_no_condition():
     with torch.no_grad():
         eps_c = model(x, t, cond=cond)
         eps_0 = model(x, t, cond=tokenize([""] * 3))
-        assert torch.allclose(guided_model(model, cond, 0.0)(x, t), eps_0, atol=1e-5)  # s = 0: ignore the prompt
-        assert torch.allclose(guided_model(model, cond, 1.0)(x, t), eps_c, atol=1e-5)  # s = 1: plain conditional
-        assert torch.allclose(guided_model(model, cond, 4.0)(x, t), eps_0 + 4.0 * (eps_c - eps_0), atol=1e-4)
+        assert torch.allclose(cfg_model(model, 0.0)(x, t, cond), eps_0, atol=1e-5)  # s = 0: ignore the prompt
+        assert torch.allclose(cfg_model(model, 1.0)(x, t, cond), eps_c, atol=1e-5)  # s = 1: plain conditional
+        assert torch.allclose(cfg_model(model, 4.0)(x, t, cond), eps_0 + 4.0 * (eps_c - eps_0), atol=1e-4)
 
 
 def test_generate_empty_prompt_is_unaffected_by_guidance_and_seeds_are_reproducible():
     model, schedule = _tiny_model(), make_schedule("cosine")
     kw = dict(num_steps=3, schedule=schedule)
-    a = generate(model, ["", "a cat wearing a hat"], guidance_scale=0.0, seed=3, **kw)
-    b = generate(model, ["", "a cat wearing a hat"], guidance_scale=5.0, seed=3, **kw)
+    a = generate_from_prompts(model, ["", "a cat wearing a hat"], guidance_scale=0.0, seed=3, **kw)
+    b = generate_from_prompts(model, ["", "a cat wearing a hat"], guidance_scale=5.0, seed=3, **kw)
     assert a.shape == (2, 3, 16, 16) and a.min() >= -1 and a.max() <= 1
     assert torch.allclose(a[0], b[0], atol=1e-5)  # ε_∅ + s·(ε_∅ − ε_∅) = ε_∅ for every s
     assert not torch.allclose(a[1], b[1], atol=1e-3)  # a real prompt is steered by s
-    assert torch.equal(generate(model, PROMPTS, seed=7, **kw), generate(model, PROMPTS, seed=7, **kw))
-    assert not torch.equal(generate(model, PROMPTS, seed=7, **kw), generate(model, PROMPTS, seed=8, **kw))
-    two = generate(model, PROMPTS[:2], seed=7, per_prompt=2, sampler="euler", **kw)
+    assert torch.equal(generate_from_prompts(model, PROMPTS, seed=7, **kw), generate_from_prompts(model, PROMPTS, seed=7, **kw))
+    assert not torch.equal(generate_from_prompts(model, PROMPTS, seed=7, **kw), generate_from_prompts(model, PROMPTS, seed=8, **kw))
+    two = generate_from_prompts(model, PROMPTS[:2], seed=7, per_prompt=2, sampler="euler", **kw)
     assert two.shape == (4, 3, 16, 16)
 
 
 def test_generate_rejects_unknown_words_and_bad_arguments():
     model = _tiny_model()
     with pytest.raises(ValueError, match="sombrero.*Allowed words: .*cat"):
-        generate(model, ["a cat wearing a sombrero"], num_steps=2)
+        generate_from_prompts(model, ["a cat wearing a sombrero"], num_steps=2)
     with pytest.raises(ValueError, match="list of strings"):
-        generate(model, "a cat", num_steps=2)
+        generate_from_prompts(model, "a cat", num_steps=2)
     with pytest.raises(ValueError, match="guidance_scale"):
-        generate(model, ["a cat"], guidance_scale=-1.0, num_steps=2)
+        generate_from_prompts(model, ["a cat"], guidance_scale=-1.0, num_steps=2)
     with pytest.raises(ValueError, match="sampler='plms' is not allowed"):
-        generate(model, ["a cat"], sampler="plms", num_steps=2)
+        generate_from_prompts(model, ["a cat"], sampler="plms", num_steps=2)
     with pytest.raises(ValueError, match="PromptDenoiser"):
-        generate(UNet(UNetConfig.preset("tiny")), ["a cat"], num_steps=2)
+        generate_from_prompts(UNet(UNetConfig.preset("tiny")), ["a cat"], num_steps=2)
 
 
 # ----------------------------------------------------------------------------- prompts, the cached model, the benchmark
@@ -152,7 +144,7 @@ def test_prompt_model_trains_in_smoke_then_loads_from_its_checkpoint(tmp_path, m
     again, _, info2 = prompt_model("smoke", run_dir=tmp_path, device="cpu", progress=False)
     assert info2["cached"] is True
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    images = generate(model, ["a dog wearing a green hat"], num_steps=2, schedule=schedule)
+    images = generate_from_prompts(model, ["a dog wearing a green hat"], num_steps=2, schedule=schedule)
     assert images.shape == (1, 3, 32, 32)
     with pytest.raises(ValueError, match="'sombrero' is not an attribute value"):
         prompt_model("smoke", run_dir=tmp_path / "x", exclude=[("dog", "sombrero")], progress=False)

@@ -1,7 +1,6 @@
-"""Samplers against diffusers (the oracle; imported only here) and bad-input errors.
-
-Tolerance 1e-5 (absolute, on tensors of size O(1)) unless a comment says why not.
-"""
+"""Samplers against diffusers (the oracle; imported only here and in test_solvers.py) and bad-input errors:
+single DDPM/DDIM steps, whole ddpm/ddim loops, trajectories, classifier-free guidance inside sample().
+Tolerances: see _sampling_helpers.py."""
 
 from __future__ import annotations
 
@@ -9,53 +8,18 @@ import math
 
 import pytest
 import torch
+from _sampling_helpers import ATOL, CONFIG, PREDICTION_TYPES, SHAPE, T, close, diffusers_loop, dummy, noise, pair
 
+from course_lib.guidance import cfg_combine
+from course_lib.samplers import SampleResult, StepOutput, ddim_step, ddpm_step, sample
 from course_lib.schedules import make_schedule
-from course_lib.samplers import (
-    SampleResult,
-    StepOutput,
-    cfg_combine,
-    ddim_step,
-    ddpm_step,
-    karras_sigmas,
-    sample,
-    sample_dpmpp_2m,
-    sample_euler,
-    sample_heun,
-    schedule_sigmas,
-    sigma_grid,
-    sigma_to_t,
-)
 
 diffusers = pytest.importorskip("diffusers")
-
-T = 1000
-ATOL = 1e-5
-PREDICTION_TYPES = ["epsilon", "sample", "v_prediction"]
-CONFIG = dict(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)  # Heun's defaults differ
-SHAPE = (2, 1, 4, 4)
 
 
 @pytest.fixture(scope="module")
 def s():
     return make_schedule("linear", T)
-
-
-def dummy(x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
-    """A deterministic stand-in for a network: depends non-trivially on x and on (possibly fractional) t."""
-    t = torch.as_tensor(t, dtype=torch.float32).reshape(-1, *([1] * (x.dim() - 1)))  # (B,1,1,1) or (1,1,1,1)
-    return x * t / (t + 1) + 0.1 * torch.sin(3 * x)
-
-
-def pair(seed: int = 0, shape=(2, 3, 8, 8)) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
-
-
-def close(a: torch.Tensor, b: torch.Tensor, atol: float = ATOL) -> None:
-    assert a.shape == b.shape
-    err = (a - b).abs().max().item()
-    assert err <= atol, f"max abs difference {err:.3g} > {atol}"
 
 
 # ----------------------------------------------------------------------------- single steps
@@ -111,19 +75,6 @@ def test_ddim_eta1_with_rederived_eps_is_the_ddpm_posterior(s):
 
 
 # ----------------------------------------------------------------------------- whole loops
-def diffusers_loop(sched, x: torch.Tensor, generator=None, **step_kwargs) -> torch.Tensor:
-    for t in sched.timesteps:
-        x_in = sched.scale_model_input(x, t)
-        if generator is not None:
-            step_kwargs["generator"] = generator
-        x = sched.step(dummy(x_in, t), t, x, **step_kwargs).prev_sample
-    return x
-
-
-def noise(seed: int = 0) -> torch.Tensor:
-    return torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.mark.parametrize("n", [10, 50])
 @pytest.mark.parametrize("spacing", ["leading", "trailing"])
 @pytest.mark.parametrize("eta", [0.0, 1.0])
@@ -154,79 +105,6 @@ def test_ddpm_loop_matches_diffusers(s, n, spacing):
     assert res.timesteps.tolist() == sched.timesteps.tolist()
 
 
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
-@pytest.mark.parametrize("n", [5, 20])
-def test_euler_karras_matches_diffusers(s, prediction_type, n):
-    """EulerDiscreteScheduler(use_karras_sigmas=True): the same σ grid and the same fractional t.
-
-    Convention difference: diffusers starts from σ_max·z ("linspace" spacing); we start every sampler
-    from x_T = z, i.e. x_σ = √(1+σ_max²)·z, so the oracle gets that start (a factor 1.00002 here).
-    """
-    sched = diffusers.EulerDiscreteScheduler(**CONFIG,
-                                             use_karras_sigmas=True, prediction_type=prediction_type)
-    sched.set_timesteps(n)
-    sigma_max = float(sched.sigmas[0])
-    ref = diffusers_loop(sched, noise() * math.sqrt(1 + sigma_max**2))
-    res = sample(dummy, s, SHAPE, sampler="euler", num_steps=n, spacing="karras", prediction_type=prediction_type,
-                 generator=torch.Generator().manual_seed(0), progress=False, return_trajectory=True)
-    close(res.images, ref)
-    close(res.timesteps.float(), sched.timesteps, atol=1e-3)  # float32 vs float64 interpolation in log σ
-
-
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
-def test_euler_discrete_grid_matches_diffusers(s, spacing):
-    sched = diffusers.EulerDiscreteScheduler(**CONFIG, timestep_spacing=spacing)
-    sched.set_timesteps(10)
-    ref = diffusers_loop(sched, noise() * math.sqrt(1 + float(sched.sigmas[0]) ** 2))
-    mine = sample(dummy, s, SHAPE, sampler="euler", num_steps=10, spacing=spacing,
-                  generator=torch.Generator().manual_seed(0), progress=False)
-    close(mine, ref)
-
-
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
-@pytest.mark.parametrize("n", [8, 20])
-def test_heun_karras_matches_diffusers(s, prediction_type, n):
-    """HeunDiscreteScheduler(use_karras_sigmas=True) runs EDM Algorithm 1 too: 2N − 1 calls."""
-    sched = diffusers.HeunDiscreteScheduler(**CONFIG,
-                                            use_karras_sigmas=True, prediction_type=prediction_type)
-    sched.set_timesteps(n)
-    ref = diffusers_loop(sched, noise() * math.sqrt(1 + float(sched.sigmas[0]) ** 2))
-    calls = []
-
-    def counting(x, t, cond=None):
-        calls.append(t)
-        return dummy(x, t)
-
-    mine = sample(counting, s, SHAPE, sampler="heun", num_steps=n, spacing="karras", prediction_type=prediction_type,
-                  generator=torch.Generator().manual_seed(0), progress=False)
-    close(mine, ref)
-    assert len(calls) == 2 * n - 1 == len(sched.timesteps)
-
-
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
-@pytest.mark.parametrize("n", [10, 25])
-def test_dpmpp_2m_karras_matches_diffusers(s, prediction_type, n):
-    """DPMSolverMultistepScheduler(dpmsolver++, order 2, Karras σ): diffusers gives the network the
-    ROUNDED timestep while its solver keeps the exact σ — round_timesteps=True reproduces that.
-    (For the cosine schedule diffusers truncates instead of rounding; not reproduced.)"""
-    sched = diffusers.DPMSolverMultistepScheduler(**CONFIG, solver_order=2,
-                                                  algorithm_type="dpmsolver++", use_karras_sigmas=True,
-                                                  prediction_type=prediction_type)
-    sched.set_timesteps(n)
-    ref = diffusers_loop(sched, noise())  # VP-space sampler: starts from z like ours
-    res = sample(dummy, s, SHAPE, sampler="dpmpp_2m", num_steps=n, spacing="karras", prediction_type=prediction_type,
-                 round_timesteps=True, generator=torch.Generator().manual_seed(0), progress=False,
-                 return_trajectory=True)
-    close(res.images, ref)
-    assert res.timesteps.tolist() == sched.timesteps.tolist()
-    # without rounding the network sees the exact, fractional t(σ) that belongs to the solver's σ
-    exact = sample(dummy, s, SHAPE, sampler="dpmpp_2m", num_steps=n, spacing="karras",
-                   prediction_type=prediction_type, generator=torch.Generator().manual_seed(0), progress=False,
-                   return_trajectory=True)
-    assert exact.timesteps.dtype == torch.float32 and (exact.timesteps.frac() != 0).any()
-    close(exact.timesteps.round(), res.timesteps.float(), atol=0)
-
-
 @pytest.mark.parametrize("sampler", ["ddim", "euler"])
 def test_cosine_schedule_loops_match_diffusers(sampler):
     """The cosine schedule (diffusers "squaredcos_cap_v2"), where σ_max is far larger."""
@@ -244,44 +122,6 @@ def test_cosine_schedule_loops_match_diffusers(sampler):
     mine = sample(dummy, s_cos, SHAPE, sampler=sampler, num_steps=10, spacing=spacing,
                   generator=torch.Generator().manual_seed(0), progress=False)
     close(mine, ref)
-
-
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
-def test_euler_on_the_discrete_grid_is_ddim(s, spacing):
-    """Karras et al. 2022, §3: DDIM (η = 0) is Euler's method in σ-space on the same noise levels."""
-    kw = dict(num_steps=12, spacing=spacing, prediction_type="v_prediction", progress=False)
-    euler = sample(dummy, s, SHAPE, sampler="euler", generator=torch.Generator().manual_seed(4), **kw)
-    ddim = sample(dummy, s, SHAPE, sampler="ddim", generator=torch.Generator().manual_seed(4), **kw)
-    close(euler, ddim)
-
-
-# ----------------------------------------------------------------------------- σ-space pieces
-@pytest.mark.parametrize("solver,order", [(sample_euler, 1), (sample_heun, 2), (sample_dpmpp_2m, 2)])
-def test_solvers_converge_with_their_order(solver, order):
-    """Gaussian data N(0, c²I): D(x; σ) = c²/(c²+σ²)·x and the ODE solution is known exactly,
-    x(σ) = x(σ_max)·√((c²+σ²)/(c²+σ_max²)). Doubling the steps divides the error by about 2^order."""
-    c = 0.5
-    x_start = 80.0 * torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    errors = []
-    for n in (16, 32, 64):
-        sig = karras_sigmas(n, 0.002, 80.0).double()[:-1]  # stop at σ_min: the exact answer is finite there
-        x = solver(lambda x, sg: c**2 / (c**2 + float(sg) ** 2) * x, x_start, sig)
-        exact = x_start * math.sqrt((c**2 + float(sig[-1]) ** 2) / (c**2 + float(sig[0]) ** 2))
-        errors.append((x - exact).abs().max().item())
-    ratio = errors[1] / errors[2]
-    assert 0.75 * 2**order < ratio < 1.5 * 2**order, f"errors {errors}"
-
-
-def test_karras_sigmas_and_sigma_to_t(s):
-    sig = schedule_sigmas(s)
-    k = karras_sigmas(7, float(sig[0]), float(sig[-1]))
-    assert k.shape == (8,) and k[-1] == 0 and bool((k[:-1].diff() < 0).all())
-    assert math.isclose(float(k[0]), float(sig[-1]), rel_tol=1e-6)
-    assert math.isclose(float(k[-2]), float(sig[0]), rel_tol=1e-6)
-    # t(σ) hits the training steps exactly and interpolates in log σ between them
-    close(sigma_to_t(s, sig[[0, 10, 999]]), torch.tensor([0.0, 10.0, 999.0], dtype=torch.float64))
-    mid = (sig[10].double().log() + sig[11].double().log()).div(2).exp()
-    assert math.isclose(float(sigma_to_t(s, mid)), 10.5, abs_tol=1e-6)
 
 
 def test_trajectory_and_x0_preds(s):
@@ -363,48 +203,3 @@ def test_wrong_shape_model(s, sampler):
 
     with pytest.raises(ValueError, match=r"\(2, 1, 2, 4\).*\(2, 1, 4, 4\)"):
         sample(bad, s, SHAPE, sampler=sampler, num_steps=3, progress=False)
-
-
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
-@pytest.mark.parametrize("n", [10, 25])
-def test_dpmpp_2m_sde_karras_matches_diffusers(s, prediction_type, n):
-    """SDE-DPM-Solver++(2M) (midpoint) = DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++"),
-    with the same per-step noise: both draw one standard normal per step from the same generator."""
-    sched = diffusers.DPMSolverMultistepScheduler(**CONFIG, solver_order=2, algorithm_type="sde-dpmsolver++",
-                                                  use_karras_sigmas=True, prediction_type=prediction_type)
-    sched.set_timesteps(n)
-    ref = diffusers_loop(sched, noise(), generator=torch.Generator().manual_seed(7))
-    mine = sample(dummy, s, SHAPE, sampler="dpmpp_2m_sde", num_steps=n, spacing="karras",
-                  prediction_type=prediction_type, round_timesteps=True, noise=noise(),
-                  generator=torch.Generator().manual_seed(7), progress=False)
-    close(mine, ref)
-
-
-def test_dpmpp_2m_sde_is_random_and_seeded(s):
-    """Fresh noise at every step: other seeds give other pictures from the same x_T; a seed repeats."""
-    kw = dict(sampler="dpmpp_2m_sde", num_steps=8, spacing="karras", noise=noise(), progress=False)
-    a = sample(dummy, s, SHAPE, generator=torch.Generator().manual_seed(1), **kw)
-    b = sample(dummy, s, SHAPE, generator=torch.Generator().manual_seed(1), **kw)
-    c = sample(dummy, s, SHAPE, generator=torch.Generator().manual_seed(2), **kw)
-    assert torch.equal(a, b) and not torch.allclose(a, c)
-
-
-def test_sigma_max_starts_the_karras_grid_lower(s):
-    """sigma_max caps where the karras grid starts (EDM's 80); the rest of the grid keeps its shape."""
-    full, capped = sigma_grid(s, 10, "karras"), sigma_grid(s, 10, "karras", sigma_max=80.0)
-    assert float(capped[0]) == pytest.approx(80.0) and float(full[0]) > 80.0
-    assert float(capped[-2]) == pytest.approx(float(full[-2])) and float(capped[-1]) == 0.0
-    res = sample(dummy, s, SHAPE, sampler="euler", num_steps=10, spacing="karras", sigma_max=80.0, noise=noise(),
-                 progress=False, return_trajectory=True)
-    assert 0 < float(res.timesteps[0]) < s.num_timesteps - 1  # the network first sees t(σ = 80), below T−1
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(sampler="ddim", spacing="trailing", sigma_max=80.0), "sigma_max"),
-    (dict(sampler="euler", spacing="trailing", sigma_max=80.0), "only used with spacing='karras'"),
-    (dict(sampler="euler", spacing="karras", sigma_max=1e9), "sigma_max"),
-    (dict(sampler="euler", spacing="karras", sigma_max=0.0), "sigma_max"),
-])
-def test_sigma_max_bad_input(s, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        sample(dummy, s, SHAPE, num_steps=5, progress=False, **kwargs)

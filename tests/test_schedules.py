@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from course_lib.schedules import SCHEDULE_NAMES, make_schedule
+from course_lib.schedules import SCHEDULE_NAMES, alpha_bar_at, make_schedule, schedule_sigmas, sigma_to_t
 
 DIFFUSERS_NAME = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2", "sigmoid": "sigmoid"}
 
@@ -78,3 +78,28 @@ def test_unknown_schedule_lists_the_allowed_names():
     for name in SCHEDULE_NAMES:
         assert repr(name) in str(err.value)
     assert "did you mean 'cosine'" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- ᾱ at a time t: the one lookup
+def test_alpha_bar_at_integer_and_minus_one():
+    s = make_schedule("linear", 1000)
+    t = torch.tensor([-1, 0, 10, 999])
+    expected = torch.cat([torch.ones(1), s.alphas_cumprod[[0, 10, 999]]])
+    assert torch.equal(alpha_bar_at(s, t), expected)  # ᾱ_{−1} = 1: the clean end
+    assert torch.equal(alpha_bar_at(s, 5), s.alphas_cumprod[5])
+    like = torch.zeros(4, 3, 2, 2, dtype=torch.float64)
+    shaped = alpha_bar_at(s, t, like=like)
+    assert shaped.shape == (4, 1, 1, 1) and shaped.dtype == torch.float64 and torch.equal(shaped.flatten(), expected.double())
+    for bad in (torch.tensor([1000]), torch.tensor([-2]), 1000):
+        with pytest.raises(ValueError, match="t="):
+            alpha_bar_at(s, bad)
+
+
+def test_alpha_bar_at_fractional_t_is_the_samplers_noise_level():
+    """Fractional t: log σ interpolated between steps, the inverse of sigma_to_t (what the σ-samplers use)."""
+    s = make_schedule("linear", 1000)
+    sigmas = schedule_sigmas(s)[[0, 17, 400, 999]] * torch.tensor([1.0, 1.3, 0.9, 1.0])
+    t = sigma_to_t(s, sigmas).float()
+    torch.testing.assert_close(alpha_bar_at(s, t), 1 / (1 + sigmas**2), rtol=1e-4, atol=1e-6)
+    whole = torch.tensor([0.0, 10.0, 999.0])
+    torch.testing.assert_close(alpha_bar_at(s, whole), s.alphas_cumprod[[0, 10, 999]], rtol=1e-6, atol=0)

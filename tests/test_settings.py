@@ -58,3 +58,24 @@ def test_check_helpers():
         settings.check_bool("flag", 1)
     with pytest.raises(ValueError, match="device='tpu'"):
         settings.get_device("tpu")
+
+
+def test_check_images_is_the_one_image_validator():
+    good = torch.zeros(2, 1, 32, 32)
+    assert settings.check_images("x", good, channels=1, size=(28, 32)) is good
+    assert settings.check_images("x", torch.full((1, 4, 8, 8), 7.0), value_range=None).shape == (1, 4, 8, 8)
+    bad = [
+        (torch.zeros(2, 32, 32), {}, "NCHW"),
+        (torch.zeros(2, 3, 32, 32), dict(channels=1), "1 channel"),
+        (torch.zeros(2, 1, 30, 30), dict(size=(28, 32)), "28×28 or 32×32"),
+        (torch.zeros(2, 3, 8, 8), dict(min_size=16), "at least 16×16"),
+        (torch.zeros(2, 3, 16, 8), dict(min_size=4), "square"),
+        (torch.zeros(0, 1, 8, 8), {}, "empty"),
+        (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), {}, "float"),
+        (torch.full((2, 1, 8, 8), float("nan")), {}, "NaN"),
+        (torch.full((2, 1, 8, 8), 1.5), {}, r"must lie in \[-1, 1\]"),
+        ([[0.0]], {}, "torch.Tensor"),
+    ]
+    for images, kwargs, match in bad:
+        with pytest.raises(ValueError, match=match):
+            settings.check_images("pictures", images, **kwargs)

@@ -1,9 +1,10 @@
-"""samplers.timesteps against diffusers' set_timesteps for every spacing."""
+"""timesteps (course_lib.schedules, re-exported by course_lib.samplers) against diffusers' set_timesteps for every spacing."""
 
 import pytest
 import torch
 from diffusers import DDIMScheduler
 
+from course_lib import schedules
 from course_lib.samplers import timesteps
 
 
@@ -35,3 +36,7 @@ def test_trailing_starts_from_pure_noise_and_leading_does_not():
 def test_bad_input(args, word):
     with pytest.raises(ValueError, match=word):
         timesteps(*args)
+
+
+def test_one_timesteps_function():
+    assert timesteps is schedules.timesteps  # DESIGN.md's samplers.timesteps is the schedule's time axis

@@ -204,7 +204,7 @@ def test_train_with_progress_bar_and_callback():
 
 def test_digits_model_trains_once_then_loads_from_its_verified_checkpoint(tmp_path, monkeypatch):
     from course_lib.checkpoints import CheckpointError
-    from course_lib.training import digits_model, digits_train_config
+    from course_lib.pretrained import digits_model, digits_train_config
 
     monkeypatch.delenv("COURSE_PROFILE", raising=False)
     ema, schedule, info = digits_model("smoke", run_dir=tmp_path, device="cpu", progress=False)
@@ -229,6 +229,7 @@ def test_train_throughput_benchmark_reports_json(capsys, monkeypatch):
     pytest.importorskip("diffusers")
     monkeypatch.delenv("COURSE_PROFILE", raising=False)
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # the script imports benchmarks/_cli.py as `_cli`
     spec = importlib.util.spec_from_file_location("train_throughput", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -240,3 +241,53 @@ def test_train_throughput_benchmark_reports_json(capsys, monkeypatch):
     assert out["profile"] == "smoke" and out["device"] == "cpu"
     assert abs(out["diffusers_params"] - out["course_params"]) < 0.25 * out["course_params"]  # about equal size
     assert out["course_train_img_per_s"] > 0 and out["diffusers_train_img_per_s"] > 0
+
+
+# ----------------------------------------------------------------------------- callbacks and objectives
+def test_library_callbacks_stop_record_and_snapshot(tmp_path):
+    from course_lib.training import Recorder, Snapshots, StopAfter, model_weights
+
+    cfg = TrainConfig(steps=10, batch_size=4, checkpoint_every=0)
+    rec, snaps, raw = Recorder(), Snapshots([2, 4]), Snapshots([3], take=model_weights)
+    res = train(_model(), make_schedule("linear"), _images(8), cfg, run_dir=tmp_path, progress=False,
+                callback=[rec, snaps, raw, StopAfter(steps=4)])
+    assert res.steps == 4 and rec.steps == [1, 2, 3, 4] and rec.losses == res.losses and len(rec.seconds) == 4
+    assert snaps.complete and raw.complete and sorted(snaps.taken) == [2, 4]
+    assert all(torch.equal(v, res.ema_model.state_dict()[k]) for k, v in snaps.taken[4].items())
+    assert read_state(tmp_path)["step"] == 4  # a stopped run is checkpointed ...
+    full = train(_model(), make_schedule("linear"), _images(8), cfg, run_dir=tmp_path, progress=False)
+    straight = train(_model(), make_schedule("linear"), _images(8), cfg, progress=False)
+    assert full.losses == straight.losses  # ... and resumes exactly
+    assert all(torch.equal(a, b) for a, b in zip(full.model.parameters(), straight.model.parameters()))
+    with pytest.raises(ValueError, match="steps= or seconds="):
+        StopAfter()
+    quick = train(_model(), make_schedule("linear"), _images(8), cfg, progress=False, callback=StopAfter(seconds=0))
+    assert quick.steps == 1
+
+
+def test_any_objective_trains_through_the_same_loop_and_is_checked_on_resume(tmp_path):
+    from course_lib.checkpoints import CheckpointError
+    from course_lib.training import NoisyClassifierObjective
+
+    class Regression:  # fit model(x, 0) to the mean pixel: loss + identity are all train() needs
+        def __init__(self, scale: float) -> None:
+            self.scale = scale
+
+        def loss(self, model, x0, cond, generator):
+            out = model(x0, torch.zeros(len(x0), dtype=torch.long))
+            return (out.mean((1, 2, 3)) - self.scale * x0.mean((1, 2, 3))).pow(2).mean()
+
+        def identity(self):
+            return {"scale": self.scale}
+
+    cfg = TrainConfig(steps=4, batch_size=4, checkpoint_every=0)
+    res = train(_model(), Regression(1.0), _images(8), cfg, run_dir=tmp_path, progress=False)
+    assert res.steps == 4 and read_state(tmp_path)["objective"] == {"scale": 1.0}
+    with pytest.raises(CheckpointError, match="training objective"):
+        train(_model(), Regression(2.0), _images(8), cfg, run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="diffusion loss only"):
+        train(_model(), Regression(1.0), _images(8), TrainConfig(steps=1, min_snr_gamma=5.0), progress=False)
+    with pytest.raises(ValueError, match="objective must be"):
+        train(_model(), object(), _images(8), cfg, progress=False)
+    with pytest.raises(ValueError, match="needs labels"):
+        train(_model(), NoisyClassifierObjective(make_schedule("linear")), _images(8), cfg, progress=False)

@@ -40,6 +40,31 @@ def test_drawing_helpers_return_figures():
     assert all(isinstance(f, plt.Figure) for f in figs)
 
 
+def test_sampling_strip_and_film_read_a_trajectory():
+    """Chapter 05's figures take what sample(..., return_trajectory=True) returns."""
+    from course_lib.samplers import sample
+
+    result = sample(lambda x, t, cond=None: 0.5 * x, make_schedule("linear", 100), (3, 1, 32, 32), sampler="ddpm",
+                    num_steps=6, generator=torch.Generator().manual_seed(0), return_trajectory=True, progress=False)
+    fig = viz.sampling_strip(result, 2, n_cols=4, title="strip")
+    assert isinstance(fig, plt.Figure) and len(fig.axes) == 8
+    with pytest.raises(ValueError, match="image"):
+        viz.sampling_strip(result, 3)
+    film = viz.sampling_film(result, n_frames=3)
+    assert "<script" in film.to_jshtml()
+
+
+def test_plot_steps_vs_quality_one_line_per_sampler():
+    rows = [{"sampler": sampler, "steps": n, "nfe": n, "fid": 10.0 / n + 1, "seconds": 0.1 * n, "spacing": "karras",
+             "eta": 0.0, "clip_sample": True, "sigma_max": 80.0} for sampler in ("euler", "dpmpp_2m") for n in (5, 10)]
+    rows.append({"sampler": "ddpm", "steps": 100, "nfe": 100, "fid": 1.0, "seconds": 5.0, "spacing": "leading",
+                 "eta": 0.0, "clip_sample": True, "sigma_max": None})
+    fig = viz.plot_steps_vs_quality(rows, title="t")
+    ax_q = fig.axes[0]
+    assert len(ax_q.get_lines()) == 3 + 1  # three samplers and the reference line
+    assert viz._spread_ticks([9, 10, 20, 100]) == [10, 20, 100]
+
+
 def test_slider_falls_back_to_a_static_strip(monkeypatch):
     monkeypatch.setenv("COURSE_STATIC", "1")
     assert not widgets.widgets_available()

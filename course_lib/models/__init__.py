@@ -1,13 +1,15 @@
-"""Denoisers (chapter 04): the course U-Net, an MLP for 2-D toys, and their embeddings.
+"""The course's networks: denoisers (the U-Net, an MLP for 2-D toys) and their embeddings (chapter 04).
 
-Every denoiser is called as ``model(x_t, t, cond=None)`` and returns a tensor shaped like ``x_t``.
+Classifiers (:mod:`.classifier`, :mod:`.noisy_classifier`, :mod:`.attributes`) and the text encoder
+(:mod:`.text`) are imported from their own modules. Every denoiser is called as
+``model(x_t, t, cond=None)`` and returns a tensor shaped like ``x_t``.
 """
 
-from .embeddings import EMPTY_LABEL, LabelEmbedding, TimeEmbedding, VectorEmbedding, sinusoidal_embedding
+from .embeddings import NULL_LABEL, LabelEmbedding, TimeEmbedding, VectorEmbedding, sinusoidal_embedding
 from .mlp import MLPConfig, MLPDenoiser
 from .unet import PRESET_NAMES, UNet, UNetConfig, count_parameters, digits_config
 
 __all__ = [
-    "EMPTY_LABEL", "LabelEmbedding", "TimeEmbedding", "VectorEmbedding", "sinusoidal_embedding",
+    "NULL_LABEL", "LabelEmbedding", "TimeEmbedding", "VectorEmbedding", "sinusoidal_embedding",
     "MLPConfig", "MLPDenoiser", "PRESET_NAMES", "UNet", "UNetConfig", "count_parameters", "digits_config",
 ]

@@ -10,19 +10,17 @@ following" curve.
 
 The weights (``course_lib/weights/attributes.safetensors``, about 0.6 MB) are trained by
 ``benchmarks/train_attribute_net.py`` (seeded, rerunnable, a few minutes on a CPU) and described
-by the JSON card ``attributes.json`` (recipe, held-out accuracies, sha256). :func:`load_verified`
+by the JSON card ``attributes.json`` (recipe, held-out accuracies, sha256). :func:`load_attribute_classifier`
 checks the file's sha256 before it trusts the numbers, so an altered file fails loudly.
 
 Inputs: pictures NCHW in [-1, 1] with 3 channels, square, at least 16 pixels; other sizes
 than 32 (e.g. 48) are resized to 32×32 first. Attribute rows follow
-:data:`course_lib.hats.ATTRIBUTE_NAMES`; -1 means "not requested" (and, for ``hat_colour``,
+:data:`course_lib.captions.ATTRIBUTE_NAMES`; -1 means "not requested" (and, for ``hat_colour``,
 "no hat").
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,13 +28,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..hats import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, NUM_ATTRIBUTES, UNSPECIFIED
+from ..captions import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, NUM_ATTRIBUTES, UNSPECIFIED
+from ..checkpoints import load_shipped
+from ..checkpoints import read_card as read_model_card
+from ..settings import DeviceName, check_images
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "attributes.safetensors"
 CARD_FILE = WEIGHTS_DIR / "attributes.json"
 INPUT_SIZE = 32
-RANGE_TOLERANCE = 1e-3  # how far outside [-1, 1] a pixel may stray (float rounding) before we refuse
 HEAD_SIZES: dict[str, int] = {name: len(values) for name, values in ATTRIBUTE_VALUES.items()}
 
 
@@ -68,24 +68,8 @@ class AttributeClassifier(nn.Module):
 
 
 def check_hat_images(name: str, images: object) -> torch.Tensor:
-    """Validate pictures for the classifier: a float tensor (N, 3, H, H), H >= 16, values in [-1, 1]."""
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of pictures (N, 3, H, W) in [-1, 1], got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"{name} must be NCHW colour pictures (N, 3, H, W), got shape {tuple(images.shape)}")
-    if images.shape[-1] != images.shape[-2] or images.shape[-1] < 16:
-        raise ValueError(f"{name} must be square pictures of at least 16×16, got {tuple(images.shape[-2:])}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty (N = 0)")
-    if not images.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
-        raise ValueError(f"{name} must lie in [-1, 1] (book/notation.md), got values in [{lo:.3g}, {hi:.3g}]; "
-                         "clamp samples with .clamp(-1, 1)")
-    return images
+    """Validate pictures for the classifier: a float tensor (N, 3, H, H), H >= 16, values in [-1, 1] (settings.check_images)."""
+    return check_images(name, images, channels=3, min_size=16)
 
 
 def check_attribute_rows(name: str, attrs: object, n: int) -> torch.Tensor:
@@ -105,53 +89,22 @@ def check_attribute_rows(name: str, attrs: object, n: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- shipped weights
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_verified(path: str | Path, sha256: str) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, after checking that the file's sha256 is ``sha256``.
-
-    A missing file raises FileNotFoundError; a mismatch raises ValueError naming the file and
-    both hashes (the file is corrupt, truncated or was changed).
-    """
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path={str(path)!r}: no such weights file")
-    actual = sha256_of(path)
-    if actual != sha256:
-        raise ValueError(f"sha256 mismatch for {path}: expected {sha256}, got {actual}. "
-                         "The file is corrupt or was changed; reinstall course_lib or retrain it")
-    return load_file(str(path))
-
-
 def read_card(card: str | Path = CARD_FILE) -> dict:
     """The JSON model card of the shipped weights (training recipe, held-out accuracies, sha256)."""
-    return json.loads(Path(card).read_text())
+    return read_model_card(card)
 
 
 def load_attribute_classifier(
     path: str | Path | None = None, *, expected_sha256: str | None = None, device: str | torch.device = "cpu"
 ) -> AttributeClassifier:
     """Load the classifier in eval mode after checking its sha256 (default: the shipped file and its card's hash)."""
-    path = Path(WEIGHTS_FILE if path is None else path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path={str(path)!r}: no such weights file; run benchmarks/train_attribute_net.py to create it")
-    expected = read_card()["sha256"] if expected_sha256 is None else expected_sha256
-    model = AttributeClassifier()
-    model.load_state_dict(load_verified(path, expected))
-    return model.eval().requires_grad_(False).to(device)
+    return load_shipped(AttributeClassifier(), WEIGHTS_FILE if path is None else path, CARD_FILE,
+                        sha256=expected_sha256, device=device,
+                        hint="reinstall course_lib or rerun benchmarks/train_attribute_net.py")
 
 
 @lru_cache(maxsize=4)
-def cached_attribute_classifier(device: str = "cpu") -> AttributeClassifier:
+def cached_attribute_classifier(device: DeviceName = "cpu") -> AttributeClassifier:
     """The shipped classifier, loaded and sha256-checked once per device and process."""
     return load_attribute_classifier(device=device)
 
@@ -192,7 +145,7 @@ def attribute_accuracies(images: torch.Tensor, attrs: torch.Tensor,
 def prompt_accuracy(images: torch.Tensor, attrs: torch.Tensor, classifier: AttributeClassifier | None = None) -> float:
     """The share of pictures in which *every* requested attribute is recognised.
 
-    ``attrs``: (N, 4) rows or one (4,) row for all pictures (e.g. ``hats.parse_prompt("a dog in
+    ``attrs``: (N, 4) rows or one (4,) row for all pictures (e.g. ``captions.parse_prompt("a dog in
     a green hat")``); -1 entries are not checked. Asking for ``hat = 0`` checks that no hat is seen.
     """
     pred = predict_attributes(images, classifier)
@@ -204,5 +157,5 @@ def prompt_accuracy(images: torch.Tensor, attrs: torch.Tensor, classifier: Attri
 
 __all__ = [
     "AttributeClassifier", "attribute_accuracies", "cached_attribute_classifier",
-    "check_hat_images", "load_attribute_classifier", "load_verified", "predict_attributes", "prompt_accuracy", "sha256_of",
+    "check_hat_images", "load_attribute_classifier", "predict_attributes", "prompt_accuracy", "read_card",
 ]

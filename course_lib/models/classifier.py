@@ -20,7 +20,6 @@ Inputs: images NCHW in [-1, 1] with one channel, 28×28 (padded to 32×32 with b
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,14 +27,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoints import sha256_file
+from ..checkpoints import load_shipped
+from ..checkpoints import read_card as read_model_card
+from ..settings import DeviceName, check_images
 
 NUM_CLASSES = 10
 NUM_FEATURES = 128
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "digit_classifier.safetensors"
 CARD_FILE = WEIGHTS_DIR / "digit_classifier.json"
-RANGE_TOLERANCE = 1e-3  # how far outside [-1, 1] a pixel may stray (float rounding) before we refuse
 
 
 class DigitClassifier(nn.Module):
@@ -86,67 +86,30 @@ def pad_to_32(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_digit_images(name: str, images: object) -> torch.Tensor:
-    """Validate digit images for the classifier: a float tensor (N, 1, 28|32, 28|32) in [-1, 1].
-
-    Raises ValueError naming ``name`` and what is allowed.
-    """
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of images (N, 1, H, W) in [-1, 1], got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"{name} must be NCHW (4 dims: N, 1, H, W), got shape {tuple(images.shape)}")
-    if images.shape[1] != 1:
-        raise ValueError(f"{name} must have 1 channel (grey digits), got {images.shape[1]} channels in shape {tuple(images.shape)}")
-    if tuple(images.shape[-2:]) not in ((28, 28), (32, 32)):
-        raise ValueError(f"{name} must be 28×28 or 32×32 digits, got {tuple(images.shape[-2:])}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty (N = 0)")
-    if not images.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype} (map uint8 pixels with x / 127.5 - 1)")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
-        raise ValueError(
-            f"{name} must lie in [-1, 1] (book/notation.md), got values in [{lo:.3g}, {hi:.3g}]; "
-            "clamp samples with .clamp(-1, 1), map [0, 1] pixels with data.to_unit_range"
-        )
-    return images
+    """Validate digit images for the classifier: a float tensor (N, 1, 28|32, 28|32) in [-1, 1] (settings.check_images)."""
+    return check_images(name, images, channels=1, size=(28, 32))
 
 
 # ----------------------------------------------------------------------------- shipped weights
 def read_card(card: str | Path = CARD_FILE) -> dict:
     """The JSON model card of the shipped weights (training recipe, test accuracy, sha256)."""
-    return json.loads(Path(card).read_text())
+    return read_model_card(card)
 
 
 def load_digit_classifier(
     path: str | Path | None = None, *, expected_sha256: str | None = None, device: str | torch.device = "cpu"
 ) -> DigitClassifier:
-    """Load the classifier in eval mode after checking the file's sha256.
+    """Load the classifier in eval mode after checking the file's sha256 (:func:`course_lib.checkpoints.load_shipped`).
 
     ``path`` defaults to the shipped file; ``expected_sha256`` defaults to the hash recorded in
-    the shipped model card. A mismatch raises ValueError naming the file and both hashes.
+    the shipped model card. A mismatch raises CheckpointError (a ValueError) naming the file and
+    both hashes; a missing file raises FileNotFoundError.
     """
-    from safetensors.torch import load_file
-
-    path = Path(WEIGHTS_FILE if path is None else path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"path={str(path)!r}: no such weights file; rerun benchmarks/train_feature_net.py to create it"
-        )
-    expected = read_card()["sha256"] if expected_sha256 is None else expected_sha256
-    actual = sha256_file(path)
-    if actual != expected:
-        raise ValueError(
-            f"sha256 mismatch for {path}: expected {expected}, got {actual}. The weights file is "
-            "corrupt or was changed; reinstall course_lib or rerun benchmarks/train_feature_net.py"
-        )
-    model = DigitClassifier()
-    model.load_state_dict(load_file(str(path)))
-    return model.eval().requires_grad_(False).to(device)
+    return load_shipped(DigitClassifier(), WEIGHTS_FILE if path is None else path, CARD_FILE, sha256=expected_sha256,
+                        device=device, hint="reinstall course_lib or rerun benchmarks/train_feature_net.py")
 
 
 @lru_cache(maxsize=4)
-def cached_digit_classifier(device: str = "cpu") -> DigitClassifier:
+def cached_digit_classifier(device: DeviceName = "cpu") -> DigitClassifier:
     """The shipped classifier, loaded and sha256-checked once per device and process."""
     return load_digit_classifier(device=device)

@@ -18,9 +18,8 @@ import math
 import torch
 from torch import nn
 
+from ..guidance import NULL_LABEL  # −1: the class label that means "no condition" (classifier-free guidance)
 from ..settings import check_float, check_int
-
-EMPTY_LABEL = -1  # the class label that means "no condition" (classifier-free guidance)
 
 
 def sinusoidal_embedding(t: torch.Tensor | float | int, dim: int, *, max_period: float = 10_000.0) -> torch.Tensor:
@@ -67,18 +66,18 @@ class LabelEmbedding(nn.Module):
 
     def forward(self, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
         if labels is None:  # the whole batch unconditional
-            labels = torch.full((batch_size,), EMPTY_LABEL, dtype=torch.long, device=self.table.weight.device)
+            labels = torch.full((batch_size,), NULL_LABEL, dtype=torch.long, device=self.table.weight.device)
         if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.shape != (batch_size,):
             raise ValueError(
                 f"cond must be integer class labels of shape ({batch_size},), got dtype {labels.dtype} "
                 f"shape {tuple(labels.shape)}"
             )
         lo, hi = int(labels.min()), int(labels.max())
-        if lo < EMPTY_LABEL or hi >= self.num_classes:
+        if lo < NULL_LABEL or hi >= self.num_classes:
             raise ValueError(
                 f"cond labels must lie in [-1, {self.num_classes - 1}] (-1 = no condition), got values in [{lo}, {hi}]"
             )
-        index = torch.where(labels == EMPTY_LABEL, torch.full_like(labels, self.num_classes), labels)
+        index = torch.where(labels == NULL_LABEL, torch.full_like(labels, self.num_classes), labels)
         return self.table(index.long())
 
 

@@ -13,8 +13,9 @@ GroupNorm → SiLU → global average pool → a linear layer to the class logit
 attention; an average is enough for 32×32 digits). ``t`` may be fractional (the σ-space samplers
 of chapter 06 pass float timesteps).
 
-Training and caching live in :mod:`course_lib.guidance` (:func:`~course_lib.guidance.train_noisy_classifier`,
-:func:`~course_lib.guidance.digits_noisy_classifier`).
+It trains through the one loop, :func:`course_lib.training.train`, with a
+:class:`~course_lib.training.NoisyClassifierObjective`; the cached digit classifier is
+:func:`course_lib.pretrained.digits_noisy_classifier`.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class NoisyClassifierConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "NoisyClassifierConfig":
+    def preset(cls, name: NoisyClassifierPreset, **overrides: Any) -> "NoisyClassifierConfig":
         """``tiny`` (16×16, unit tests) or ``digits`` (32×32 MNIST, ≈0.3 M parameters), optionally changed."""
         check_choice("preset", name, NOISY_CLASSIFIER_PRESETS)
         return replace(_PRESETS[name], **overrides)

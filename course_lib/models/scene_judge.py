@@ -21,9 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..hats import UNSPECIFIED
+from ..captions import UNSPECIFIED
+from ..checkpoints import load_shipped
 from ..scenes import HEAD_SIZES, NUM_SCENE_COLUMNS, SCENE_COLUMNS, SCENE_SIZE
-from .attributes import check_hat_images, load_verified, read_card
+from .attributes import check_hat_images
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 JUDGE_WEIGHTS = WEIGHTS_DIR / "scene_judge.safetensors"
@@ -51,13 +52,8 @@ class SceneJudge(nn.Module):
 def load_scene_judge(path: str | Path = JUDGE_WEIGHTS, *, expected_sha256: str | None = None,
                      device: str | torch.device = "cpu") -> SceneJudge:
     """The shipped judge, after checking the file's sha256 against its card (ValueError on a mismatch)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path={str(path)!r}: no such weights file; run benchmarks/train_scene_judge.py")
-    sha = read_card(JUDGE_CARD)["sha256"] if expected_sha256 is None else expected_sha256
-    model = SceneJudge()
-    model.load_state_dict(load_verified(path, sha))
-    return model.eval().requires_grad_(False).to(device)
+    return load_shipped(SceneJudge(), path, JUDGE_CARD, sha256=expected_sha256, device=device,
+                        hint="rerun benchmarks/train_scene_judge.py")
 
 
 @lru_cache(maxsize=2)

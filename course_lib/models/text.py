@@ -1,6 +1,6 @@
 """Words in, a vector out: a tiny text encoder and the prompt-conditioned denoiser (chapter 08).
 
-A prompt such as "a cat wearing a red hat" becomes token ids (:func:`course_lib.hats.tokenize`,
+A prompt such as "a cat wearing a red hat" becomes token ids (:func:`course_lib.captions.tokenize`,
 padded with ``PAD_ID`` to ``MAX_PROMPT_LENGTH``), then a vector of size ``cond_dim``:
 
     ids (B, L) ─ word embedding + position embedding ─ [transformer layer] × n ─ mean over the words ─ Linear ─ (B, cond_dim)
@@ -9,7 +9,7 @@ The transformer layers (Vaswani et al. 2017; pre-norm, padding masked out) let e
 others, so "no" can change what "hat" means; with ``num_layers=0`` the encoder is a plain "bag of
 words" (the mean of the word embeddings). The encoder is **trained together with the denoiser**
 from the pictures' captions alone: no pretrained language model, the only words it knows are
-:data:`course_lib.hats.VOCAB`.
+:data:`course_lib.captions.VOCAB`.
 
 **Added vector or cross-attention?** This course adds the pooled prompt vector to the time
 embedding of the U-Net (:class:`course_lib.models.embeddings.VectorEmbedding`): every ResBlock
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..hats import MAX_PROMPT_LENGTH, PAD_ID, VOCAB
+from ..captions import MAX_PROMPT_LENGTH, PAD_ID, VOCAB
 from ..settings import check_int
 from .unet import UNet, UNetConfig
 
@@ -80,7 +80,7 @@ class TextEncoderConfig:
 def check_tokens(name: str, tokens: object, vocab_size: int, max_length: int) -> torch.Tensor:
     """Validate token ids: an integer tensor (B, L), L <= ``max_length``, ids in 0..vocab_size−1."""
     if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor of token ids (B, L) from course_lib.hats.tokenize, "
+        raise ValueError(f"{name} must be an integer tensor of token ids (B, L) from course_lib.captions.tokenize, "
                          f"got {tokens!r:.80}")
     if tokens.dim() != 2 or tokens.shape[1] > max_length:
         raise ValueError(f"{name} must have shape (B, L) with L <= {max_length}, got {tuple(tokens.shape)}")
@@ -157,7 +157,7 @@ class PromptDenoiserConfig:
 class PromptDenoiser(nn.Module):
     """A U-Net steered by words: ``model(x_t, t, cond=token_ids)`` → a tensor like x_t.
 
-    ``cond``: token ids (B, L) from :func:`course_lib.hats.tokenize`, or None (= the empty prompt
+    ``cond``: token ids (B, L) from :func:`course_lib.captions.tokenize`, or None (= the empty prompt
     for the whole batch). The text encoder turns them into vectors that the U-Net adds to its
     time embedding; an all-PAD row (the empty prompt ``""``) is "no condition", and so is a row
     of −1 (:data:`NO_PROMPT`, the course's "no condition" mark for integer conditions, which
@@ -184,10 +184,10 @@ class PromptDenoiser(nn.Module):
             return torch.full((batch_size, L), PAD_ID, dtype=torch.long, device=device)
         if not isinstance(cond, torch.Tensor) or cond.dim() != 2 or cond.shape[0] != batch_size:
             got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
-            raise ValueError(f"cond must be token ids (B, L) = ({batch_size}, <= {L}) from course_lib.hats.tokenize, "
+            raise ValueError(f"cond must be token ids (B, L) = ({batch_size}, <= {L}) from course_lib.captions.tokenize, "
                              f"one prompt per image; got {got}")
         if cond.is_floating_point() or cond.dtype == torch.bool:
-            raise ValueError(f"cond must be integer token ids from course_lib.hats.tokenize, got dtype {cond.dtype}")
+            raise ValueError(f"cond must be integer token ids from course_lib.captions.tokenize, got dtype {cond.dtype}")
         no_prompt = (cond == NO_PROMPT).all(dim=1, keepdim=True)  # (B, 1)
         return torch.where(no_prompt, torch.full_like(cond, PAD_ID), cond)
 

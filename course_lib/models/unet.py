@@ -26,7 +26,7 @@ The CPU-speed choices of the ``digits-cpu`` preset, each measured (benchmarks/tr
 ``upsample="conv_nearest"`` (20–30 % less compute than nearest-then-conv). At equal parameter
 count (0.83 M vs 0.85 M) it trains 5.6× faster than diffusers' UNet2DModel in its usual layout on
 the course's 2-core CPU (one thread), and it reaches FID 6.5 on the digits in 3,600 steps of
-batch 64 (about 6½ minutes on two threads; course_lib.training.digits_model).
+batch 64 (about 6½ minutes on two threads; course_lib.pretrained.digits_model).
 
 Conditioning (chapter 07): ``num_classes`` adds a label embedding (label −1 = "no condition", a
 learned empty token, for classifier-free guidance); ``cond_dim`` adds a projection of an
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..settings import check_choice, check_float, check_int, resolve_profile
+from ..settings import Profile, check_choice, check_float, check_int, resolve_profile
 from .embeddings import LabelEmbedding, TimeEmbedding, VectorEmbedding
 
 PresetName = Literal["tiny", "digits-smoke", "digits-cpu", "digits-gpu", "cifar-gpu"]
@@ -78,7 +78,7 @@ class UNetConfig:
     patch_size: int = 1
     norm_groups: int = 8
     head_channels: int = 32
-    upsample: str = "conv_nearest"
+    upsample: UpsampleMode = "conv_nearest"
 
     def __post_init__(self) -> None:
         check_int("image_size", self.image_size, min_value=4)
@@ -156,7 +156,7 @@ class UNetConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "UNetConfig":
+    def preset(cls, name: PresetName, **overrides: Any) -> "UNetConfig":
         """A named configuration, optionally with fields changed, e.g. ``preset("digits-cpu", num_classes=10)``.
 
         - ``tiny``: 16×16, a few thousand parameters — unit tests.
@@ -185,7 +185,7 @@ _PRESETS: dict[str, UNetConfig] = {
 }
 
 
-def digits_config(profile: str = "auto", *, num_classes: int | None = None) -> UNetConfig:
+def digits_config(profile: Profile = "auto", *, num_classes: int | None = None) -> UNetConfig:
     """The chapter-04 digits U-Net for a profile (``smoke``/``cpu``/``gpu``/``auto``), optionally class-conditional."""
     return UNetConfig.preset(f"digits-{resolve_profile(profile)}", num_classes=num_classes)
 
@@ -249,7 +249,7 @@ class Upsample(nn.Module):
     the next level's width, then copy; the next ResBlock's 3×3 convs smooth the 2×2 blocks.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, mode: str) -> None:
+    def __init__(self, in_ch: int, out_ch: int, mode: UpsampleMode) -> None:
         super().__init__()
         self.mode = check_choice("upsample", mode, UPSAMPLE_MODES)
         self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)

@@ -1,4 +1,7 @@
-"""The command line every script in ``benchmarks/`` shares (README, "Performance").
+"""The command line every script in ``benchmarks/`` shares: flags, run conditions, table-or-JSON output.
+
+Imported by the scripts next to it as ``from _cli import …`` (``python benchmarks/X.py`` puts this
+folder on ``sys.path``; README, "Performance").
 
 Each benchmark takes ``--profile``, ``--device``, ``--threads`` and ``--json``, validates them before
 any work starts (a bad value is a clear error naming the flag), records the conditions of the run
@@ -22,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from .settings import DEVICES, PROFILES, check_choice, check_int, get_device, resolve_profile
+from course_lib.settings import DEVICES, PROFILES, check_choice, check_int, get_device, resolve_profile
 
 
 def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:

@@ -2,8 +2,11 @@
 
 The table of Song et al. 2021 ("DDIM"), Table 1, on the course's digits model: for each sampler and
 step count, draw ``n_samples`` images, time it, and score them with FID against real digits
-(:func:`course_lib.metrics.fid`). Chapter 06 and ``benchmarks/samplers.py`` both call
-:func:`steps_vs_quality`, so the notebook's table and the benchmark's are the same computation.
+(:func:`course_lib.metrics.fid`); :func:`flow_steps_vs_quality` adds rows for velocity models (chapter 12)
+in the same format. Chapter 06 and ``benchmarks/samplers.py`` both call
+:func:`steps_vs_quality`, so the notebook's table and the benchmark's are the same computation;
+:func:`course_lib.viz.plot_steps_vs_quality` draws it. The batches go through
+:func:`course_lib.evaluation.sample_in_batches`, the package's one batch-sampling loop.
 
 Fair comparison: every row starts from the *same* starting noises (common random numbers: row-to-row
 differences are the samplers', not the luck of the draw) and scores the same number of images (FID
@@ -16,14 +19,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .samplers import DISCRETE_SAMPLERS, SAMPLERS, SIGMA_SPACINGS, SPACINGS, sample
-from .schedules import NoiseSchedule
-from .settings import check_bool, check_choice, check_float, check_int, resolve_profile
+from .evaluation import Batch, sample_in_batches
+from .flow import FLOW_SAMPLERS, FlowSampler, check_shift, flow_network_evaluations, sample_flow
+from .metrics import fid
+from .samplers import DISCRETE_SAMPLERS, SAMPLERS, Sampler, sample
+from .schedules import SPACINGS, NoiseSchedule, Spacing
+from .settings import Profile, check_bool, check_choice, check_float, check_int, resolve_profile
+from .solvers import SIGMA_SPACINGS, SigmaSpacing, check_sigma_max
 
 SAMPLER_NAMES: dict[str, str] = {
     "ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM-Solver++(2M)",
@@ -33,7 +40,7 @@ SAMPLER_NAMES: dict[str, str] = {
 EDM_SIGMA_MAX = 80.0
 
 
-def network_evaluations(sampler: str, num_steps: int) -> int:
+def network_evaluations(sampler: Sampler, num_steps: int) -> int:
     """Network calls of ``num_steps`` steps: N for ddpm, ddim, euler and dpmpp_2m; 2N − 1 for heun
     (its last step, to σ = 0, has no correction; Karras et al. 2022, Algorithm 1)."""
     check_choice("sampler", sampler, SAMPLERS)
@@ -41,7 +48,7 @@ def network_evaluations(sampler: str, num_steps: int) -> int:
     return 2 * num_steps - 1 if sampler == "heun" else num_steps
 
 
-def steps_for_nfe(sampler: str, nfe: int) -> int:
+def steps_for_nfe(sampler: Sampler, nfe: int) -> int:
     """The most steps ``sampler`` can take within ``nfe`` network calls (heun: ⌊(nfe + 1)/2⌋)."""
     check_choice("sampler", sampler, SAMPLERS)
     nfe = check_int("nfe", nfe, min_value=1)
@@ -58,9 +65,9 @@ class SamplerConfig:
     default (on for ddpm, off for the others). See :func:`course_lib.samplers.sample`.
     """
 
-    sampler: str
+    sampler: Sampler
     num_steps: int
-    spacing: str = "leading"
+    spacing: SigmaSpacing = "leading"
     eta: float = 0.0
     clip_sample: bool | None = None
     sigma_max: float | None = None
@@ -74,10 +81,7 @@ class SamplerConfig:
             raise ValueError(f"eta={self.eta} is only used by sampler='ddim'; leave eta=0 for {self.sampler!r}")
         if self.clip_sample is not None:
             check_bool("clip_sample", self.clip_sample)
-        if self.sigma_max is not None:
-            check_float("sigma_max", self.sigma_max, min_value=0.0)
-            if self.spacing != "karras":
-                raise ValueError(f"sigma_max={self.sigma_max} is only used with spacing='karras', got {self.spacing!r}")
+        check_sigma_max(self.spacing, self.sigma_max)  # the one "sigma_max only with karras" rule
 
     @property
     def clips(self) -> bool:
@@ -106,7 +110,7 @@ class SamplerConfig:
 
 def table_configs(
     *, ddim_steps: Sequence[int] = (10, 20, 50, 100), fast_nfe: Sequence[int] = (10, 20),
-    ddim_spacing: str = "trailing", ode_spacing: str = "karras", clip_sample: bool = True,
+    ddim_spacing: Spacing = "trailing", ode_spacing: SigmaSpacing = "karras", clip_sample: bool = True,
     num_train_timesteps: int = 1000, ddpm_steps: int | None = None, sigma_max: float | None = EDM_SIGMA_MAX,
 ) -> list[SamplerConfig]:
     """The rows of the chapter-06 table: DDPM with every step (or ``ddpm_steps``, respaced: a quick
@@ -135,36 +139,35 @@ def table_configs(
     return rows
 
 
-def samples_per_row(profile: str = "auto") -> int:
+def samples_per_row(profile: Profile = "auto") -> int:
     """Images per table row for a profile: smoke 8 (only proves it runs), cpu 1,000 (the size of the
     MNIST-5000 test split we compare against), gpu 2,000."""
     return {"smoke": 8, "cpu": 1000, "gpu": 2000}[resolve_profile(profile)]
 
 
-def generate(
+def sample_with_config(
     model: Callable[..., torch.Tensor], schedule: NoiseSchedule, config: SamplerConfig, noise: torch.Tensor, *,
     seed: int = 0, batch_size: int = 250, progress: bool = False,
 ) -> torch.Tensor:
     """Images from the starting noises ``noise`` (N, C, H, W) with one sampler configuration, batch by batch.
 
     The per-step noise of DDPM / DDIM with η > 0 / the SDE solver comes from a generator seeded
-    ``seed + 1 + batch``.
+    ``seed + 1 + batch`` (:func:`course_lib.evaluation.sample_in_batches` with ``seeds="per_batch"``).
     Returns the images on the CPU, clamped to [−1, 1] (as any image file would be).
     """
     if not isinstance(config, SamplerConfig):
         raise ValueError(f"config must be a SamplerConfig, got {type(config).__name__}")
     if not isinstance(noise, torch.Tensor) or noise.dim() != 4:
         raise ValueError(f"noise must be starting noises (N, C, H, W), got {getattr(noise, 'shape', type(noise).__name__)}")
-    batch_size = check_int("batch_size", batch_size, min_value=1)
-    out = []
-    chunks = noise.split(batch_size)
-    for b, z in enumerate(tqdm(chunks, disable=not progress, desc=config.label, leave=False)):
-        images = sample(model, schedule, tuple(z.shape), sampler=config.sampler, num_steps=config.num_steps,
-                        eta=config.eta, spacing=config.spacing, sigma_max=config.sigma_max,
-                        clip_sample=config.clips, noise=z, progress=False,
-                        generator=torch.Generator().manual_seed(seed + 1 + b))
-        out.append(images.clamp(-1.0, 1.0).cpu())
-    return torch.cat(out)
+    seed = check_int("seed", seed, min_value=0)
+
+    def draw(b: Batch) -> torch.Tensor:
+        return sample(model, schedule, tuple(b.noise.shape), sampler=config.sampler, num_steps=config.num_steps,
+                      eta=config.eta, spacing=config.spacing, sigma_max=config.sigma_max, clip_sample=config.clips,
+                      noise=b.noise, progress=False, generator=b.generator)
+
+    return sample_in_batches(draw, noise.shape[0], batch_size=batch_size, seed=seed + 1, seeds="per_batch",
+                             noise=noise, progress=progress, desc=config.label)
 
 
 def steps_vs_quality(
@@ -194,13 +197,12 @@ def steps_vs_quality(
         raise ValueError("configs must be a non-empty list of SamplerConfig (see table_configs())")
     if not isinstance(real, torch.Tensor) or real.dim() != 4:
         raise ValueError(f"real must be images (N, C, H, W) in [-1, 1], got {getattr(real, 'shape', type(real).__name__)}")
-    if fid_fn is None:
-        from .metrics import fid as fid_fn
+    fid_fn = fid if fid_fn is None else fid_fn
     noise = torch.randn((n_samples, *real.shape[1:]), generator=torch.Generator().manual_seed(seed))  # (N, C, H, W)
     rows = []
     for config in tqdm(configs, disable=not progress, desc="samplers", leave=False):
         tic = time.perf_counter()
-        fake = generate(model, schedule, config, noise, seed=seed, batch_size=batch_size, progress=progress)
+        fake = sample_with_config(model, schedule, config, noise, seed=seed, batch_size=batch_size, progress=progress)
         seconds = time.perf_counter() - tic
         rows.append({"label": config.label, "sampler": config.sampler, "steps": config.num_steps, "nfe": config.nfe,
                      "spacing": config.spacing, "eta": config.eta, "clip_sample": config.clips, "sigma_max": config.sigma_max,
@@ -236,53 +238,79 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _spread_ticks(values: Iterable[int], min_ratio: float = 1.2) -> list[int]:
-    """Tick positions for a log axis: the values, dropping the smaller of two closer than ``min_ratio``
-    (9 and 10 NFE would print on top of each other)."""
-    ticks: list[int] = []
-    for v in sorted(set(values), reverse=True):
-        if not ticks or ticks[-1] / v >= min_ratio:
-            ticks.append(v)
-    return sorted(ticks)
+# ----------------------------------------------------------------------------- flow rows (chapter 12)
+#: the flow rows of the table: (model name, sampler, network calls); midpoint takes calls/2 steps
+FLOW_TABLE_NFE: tuple[int, ...] = (1, 2, 4, 10, 20)
 
 
-def plot_steps_vs_quality(rows: Sequence[dict[str, Any]], *, tolerance: float = 1.1, title: str | None = None):
-    """FID against network calls (left) and wall time against network calls (right), one line per
-    sampler, with the most expensive row's FID as a dashed line and its ×``tolerance`` band."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+@dataclass(frozen=True)
+class FlowRowConfig:
+    """One flow row: which velocity model (``model``: a name, e.g. ``flow`` or ``reflow``), its sampler
+    (:data:`course_lib.flow.FLOW_SAMPLERS`), steps and timestep shift (:func:`course_lib.flow.sample_flow`)."""
 
-    tolerance = check_float("tolerance", tolerance, min_value=1.0)
-    ref = reference_fid(rows)
-    fig, (ax_q, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
-    groups: dict[str, list[dict[str, Any]]] = {}  # one line per (sampler, spacing, η, σ_max)
-    for r in rows:
-        name = SAMPLER_NAMES[r["sampler"]] + ("" if r["sampler"] == "ddpm" else f" {r['spacing']}")
-        name += f" η={r['eta']:g}" if r["eta"] else ""
-        name += f" σmax={r['sigma_max']:g}" if r.get("sigma_max") is not None else ""
-        if r.get("clip_sample", r["sampler"] == "ddpm") != (r["sampler"] == "ddpm"):
-            name += " clip" if r["clip_sample"] else " no-clip"
-        groups.setdefault(name, []).append(r)
-    for name, group in groups.items():
-        group = sorted(group, key=lambda r: r["nfe"])
-        x = [r["nfe"] for r in group]
-        ax_q.plot(x, [r["fid"] for r in group], "o-", label=name)
-        ax_t.plot(x, [r["seconds"] for r in group], "o-", label=name)
-    ax_q.axhline(ref, color="k", ls="--", lw=1, label=f"most calls: FID {ref:.2f}")
-    ax_q.axhspan(ref, ref * tolerance, color="k", alpha=0.08, label=f"within ×{tolerance:g}")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 20, not 2×10¹
-    for ax, ylabel in ((ax_q, "FID (lower is better)"), (ax_t, "sampling wall time (s)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(_spread_ticks(r["nfe"] for r in rows))
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_formatter(plain)
-            axis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("network evaluations per image (NFE)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-    ax_q.legend(fontsize=8)
-    fig.suptitle(title or "steps versus quality")
-    fig.tight_layout()
-    return fig
+    model: str
+    sampler: FlowSampler
+    num_steps: int
+    shift: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_choice("sampler", self.sampler, FLOW_SAMPLERS)
+        check_int("num_steps", self.num_steps, min_value=1)
+        check_shift(self.shift)
+
+    @property
+    def nfe(self) -> int:
+        return flow_network_evaluations(self.sampler, self.num_steps)
+
+    @property
+    def label(self) -> str:
+        """E.g. ``flow Euler-10`` or ``reflow midpoint-2 shift 3``."""
+        name = f"{self.model} {self.sampler.capitalize()}-{self.num_steps}"
+        return name + (f" shift {self.shift:g}" if self.shift != 1.0 else "")
+
+
+def flow_table_configs(models: Sequence[str] = ("flow", "reflow"), *, nfe: Sequence[int] = FLOW_TABLE_NFE,
+                       shift: float = 1.0) -> list[FlowRowConfig]:
+    """Euler at every budget in ``nfe`` and midpoint at every even one, for each named model."""
+    rows = []
+    for name in models:
+        rows += [FlowRowConfig(name, "euler", n, shift) for n in nfe]
+        rows += [FlowRowConfig(name, "midpoint", n // 2, shift) for n in nfe if n >= 2 and n % 2 == 0]
+    return rows
+
+
+def flow_steps_vs_quality(
+    models: dict[str, Callable[..., torch.Tensor]], real: torch.Tensor, configs: Sequence[FlowRowConfig],
+    n_samples: int, seed: int = 0, *, batch_size: int = 250, progress: bool = True,
+    fid_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`steps_vs_quality` for velocity models (chapter 12): the same starting noises (same ``seed``),
+    the same FID, rows in the same format (``spacing`` holds ``shift …``; ``eta`` 0, no clamp)."""
+    n_samples = check_int("n_samples", n_samples, min_value=2)
+    seed = check_int("seed", seed, min_value=0)
+    configs = list(configs)
+    missing = sorted({c.model for c in configs} - set(models))
+    if missing:
+        raise ValueError(f"configs name models {missing} that are not in models (have: {sorted(models)})")
+    fid_fn = fid if fid_fn is None else fid_fn
+    noise = torch.randn((n_samples, *real.shape[1:]), generator=torch.Generator().manual_seed(seed))  # (N, C, H, W)
+    rows = []
+    for config in tqdm(configs, disable=not progress, desc="flow samplers", leave=False):
+        def draw(b: Batch, c: FlowRowConfig = config) -> torch.Tensor:
+            return sample_flow(models[c.model], tuple(b.noise.shape), sampler=c.sampler, num_steps=c.num_steps,
+                               shift=c.shift, noise=b.noise)
+
+        tic = time.perf_counter()
+        fake = sample_in_batches(draw, n_samples, batch_size=batch_size, seed=seed + 1, seeds="per_batch",
+                                 noise=noise, progress=progress, desc=config.label)
+        seconds = time.perf_counter() - tic
+        rows.append({"label": config.label, "sampler": f"{config.model}_{config.sampler}", "steps": config.num_steps,
+                     "nfe": config.nfe, "spacing": f"shift {config.shift:g}", "eta": 0.0, "clip_sample": False,
+                     "sigma_max": None, "fid": float(fid_fn(real, fake.clamp(-1, 1).to(real.device))), "seconds": seconds})
+    return rows
+
+
+def best_ratio_within(rows: Sequence[dict[str, Any]], nfe: int) -> float:
+    """The lowest FID among rows with at most ``nfe`` network calls, divided by the reference row's (DDPM-1000)."""
+    return best_within(rows, nfe)["fid"] / reference_fid(rows)
+

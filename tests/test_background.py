@@ -1,0 +1,45 @@
+"""metrics.margin_mask / background_noise: the clean-background measure of chapter 10 (issue 11)."""
+
+import pytest
+import torch
+
+from course_lib.metrics import background_noise, margin_mask
+
+
+def test_margin_is_where_every_image_is_black():
+    imgs = -torch.ones(3, 1, 4, 4)
+    imgs[0, 0, 1, 1] = 0.5
+    imgs[2, 0, 2, 3] = -0.9
+    mask = margin_mask(imgs)
+    assert mask.shape == (4, 4) and int(mask.sum()) == 14 and not mask[1, 1] and not mask[2, 3]
+
+
+def test_background_noise_is_the_rms_distance_from_black_after_clamping():
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    assert background_noise(-torch.ones(5, 1, 2, 2), mask) == 0.0
+    x = torch.full((1, 1, 2, 2), -1.5)  # below black: clamped to -1, so spotless
+    assert background_noise(x, mask) == 0.0
+    x = torch.tensor([[[[-0.9, -1.0], [-1.0, -1.0]]]])
+    assert background_noise(x, mask) == pytest.approx((0.01 / 4) ** 0.5)
+
+
+def test_real_digits_margin():
+    from course_lib.data import load_mnist5000
+
+    mask = margin_mask(load_mnist5000("train").images)
+    assert int(mask.sum()) == 364
+    assert background_noise(load_mnist5000("train").images, mask) == 0.0
+    assert 0 < background_noise(load_mnist5000("test").images, mask) < 0.01
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(2, 2), torch.zeros(2, 3, 4, 4), "x"])
+def test_bad_inputs_raise(bad):
+    with pytest.raises(ValueError):
+        margin_mask(bad)
+    with pytest.raises(ValueError):
+        background_noise(bad, torch.ones(4, 4, dtype=torch.bool))
+
+
+def test_no_margin_raises():
+    with pytest.raises(ValueError, match="no pixel"):
+        margin_mask(torch.zeros(2, 1, 4, 4))
