@@ -1,6 +1,6 @@
 """Three families side by side (chapter 09): VAE, GAN and diffusion on the same digits, the same budget.
 
-- :func:`check_family` / :func:`check_budget` — the chapter's parameters, checked by name.
+- :func:`check_families` / :func:`check_budget` — the chapter's parameters, checked by name.
 - :func:`class_coverage` — which digits an *unconditional* model draws: the share of each class the
   shipped classifier reads, and the entropy of those shares in bits (log₂ 10 ≈ 3.32 when all ten
   are equally common; a GAN that collapsed onto a few digits scores far less — mode collapse made visible).
@@ -30,6 +30,21 @@ FAMILY_NAMES = {"vae": "VAE", "gan": "GAN", "diffusion": "diffusion", "diffusion
 def check_family(family: str) -> str:
     """``family`` if it is one of :data:`FAMILIES`, else ValueError naming the parameter and the choices."""
     return check_choice("family", family, FAMILIES)
+
+
+def check_families(families: str | Sequence[str]) -> list[str]:
+    """The chapter's ``families`` parameter as a list of distinct names from :data:`FAMILIES`, in order.
+
+    Accepts one name (``"gan"``), names separated by commas (``"vae,gan"``) or a list of names; any
+    other value, an unknown name or an empty choice raises ValueError naming ``families``.
+    """
+    names = [n.strip() for n in families.split(",")] if isinstance(families, str) else families
+    options = ", ".join(repr(f) for f in FAMILIES)
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names) \
+            or any(n not in FAMILIES for n in names):
+        raise ValueError(f"families={families!r} is not allowed: give one or more of {options} "
+                         "(a list, or one string with commas)")
+    return list(dict.fromkeys(names))
 
 
 def check_budget(budget_seconds: float) -> float:
@@ -173,28 +188,3 @@ def score_family(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0) -> di
     k_mean, k_std = kid(real, fake, subsets=100, seed=seed)
     return {"fid": fid(real, fake), "kid": k_mean, "kid_std": k_std, "class_entropy": cov.entropy_bits,
             "class_shares": [round(float(s), 4) for s in cov.shares]}
-
-
-def negative_elbo_check(fn: Callable[..., Any], vae: torch.nn.Module, *, decoder_std: float = 0.2,
-                        beta: float = 1.0, seed: int = 0) -> bool:
-    """Chapter 09's exercise check: ``fn(x, encode, decode, eps, decoder_std, beta)`` must return the
-    negative ELBO per picture (B,) of a fixed batch, as :class:`course_lib.models.vae.ELBO` computes it."""
-    from .exercises import check
-    from .models.vae import gaussian_kl, gaussian_nll, reparameterise
-
-    g = torch.Generator().manual_seed(seed)
-    dev = next(vae.parameters()).device
-    x = (torch.rand(8, 1, 32, 32, generator=g) * 2 - 1).to(dev)
-    eps = torch.randn(8, vae.config.latent_dim, generator=g).to(dev)
-    was_training = vae.training
-    vae.eval()
-    try:
-        with torch.no_grad():
-            mu, logvar = vae.encode(x)
-            expected = gaussian_nll(x, vae.decode(reparameterise(mu, logvar, eps)), decoder_std) + beta * gaussian_kl(mu, logvar)
-            answer = fn(x, vae.encode, vae.decode, eps, decoder_std, beta)
-    finally:
-        vae.train(was_training)
-    return check("negative ELBO", None if answer is None else answer.detach().cpu(), expected.cpu(), rtol=1e-5, atol=1e-3,
-                 hint="z = mu + exp(½·logvar)·eps; reconstruction ‖x − decode(z)‖²/(2s²) + D·log(s√(2π)); "
-                      "KL ½Σ(μ² + σ² − 1 − log σ²).")

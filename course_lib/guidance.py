@@ -29,7 +29,7 @@ Two ways to steer a diffusion model towards a class y, each packaged as a *denoi
 Both wrappers take the labels through ``cond``: ``sample(cfg_model(net, 3.0), s, shape, cond=labels)``.
 ``sample(net, s, shape, cond=labels, guidance_scale=3.0)`` is the same as the first (sample calls
 :func:`cfg_model` itself). Label −1 (:data:`NULL_LABEL`) means "no condition"; for embedding-vector
-conditions a row of NaNs does (the convention of the U-Net and of ``training.drop_condition``).
+conditions a row of NaNs does (the convention of the U-Net and of ``objectives.drop_condition``).
 """
 
 from __future__ import annotations

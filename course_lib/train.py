@@ -3,6 +3,7 @@
     python -m course_lib.train digits --profile cpu
     python -m course_lib.train digits-cond --profile gpu --run-dir /data/runs/digits-gpu-cond
     python -m course_lib.train digits --profile smoke --steps 12          # the first 12 steps only
+    python -m course_lib.train vae --profile cpu                           # chapter 09's VAE (also: gan, flow, reflow)
     torchrun --standalone --nproc_per_node=4 -m course_lib.train digits --profile gpu   # 4 GPUs (DDP)
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \\
         -m course_lib.train prompt --profile gpu                           # 2 machines × 8 GPUs
@@ -14,12 +15,14 @@ so the chapter afterwards loads the verified checkpoint in a second. ``--steps N
 first N steps of the recipe and leaves a checkpoint there; the next call (or the chapter) resumes
 it. Under ``torchrun`` the global batch is split across the processes (DDP, ``gloo`` on CPUs,
 ``nccl`` on GPUs), only rank 0 writes checkpoints, and a run resumes exactly from a checkpoint
-written at any world size (see :mod:`course_lib.distributed`).
+written at any world size (see :mod:`course_lib.distributed`). The GAN and the VAE of chapter 09
+train on one process only (:data:`SINGLE_PROCESS`), and the GAN always in full (:data:`NO_LIMITS`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from functools import partial
@@ -28,7 +31,15 @@ from typing import Any, Callable
 import torch
 
 from . import distributed
-from .pretrained import digits_model, digits_noisy_classifier, prompt_model
+from .pretrained import (
+    digits_model,
+    digits_noisy_classifier,
+    flow_digits_model,
+    gan_model,
+    prompt_model,
+    reflow_digits_model,
+    vae_model,
+)
 from .settings import PROFILES, check_int
 from .training import limits
 
@@ -40,7 +51,21 @@ MODELS: dict[str, Callable[..., Any]] = {
     "digits-cond": partial(digits_model, cond=True),  # chapter 07
     "noisy-classifier": digits_noisy_classifier,  # chapter 07 (classifier guidance)
     "prompt": prompt_model,  # chapter 08
+    "vae": vae_model,  # chapter 09 (the race)
+    "gan": gan_model,  # chapter 09 (the race)
+    "flow": flow_digits_model,  # chapter 12
+    "reflow": reflow_digits_model,  # chapter 12 (trains "flow" first if needed)
 }
+
+#: models that cannot train data-parallel, with the reason: refused under torchrun with several processes.
+#: The GAN has its own loop (course_lib.adversarial.train_gan); the VAE's loss calls encode/decode,
+#: which the DDP wrapper does not forward.
+SINGLE_PROCESS: dict[str, str] = {
+    "gan": "the GAN trains in its own loop (course_lib.adversarial.train_gan), on one process",
+    "vae": "the VAE's loss calls its encoder and decoder directly, past the DDP wrapper",
+}
+#: models whose loop ignores --steps, --checkpoint-every and --compile (course_lib.training.limits): they train in full.
+NO_LIMITS: frozenset[str] = frozenset({"gan"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         check_int("steps", args.steps, min_value=1)
     if args.checkpoint_every is not None:
         check_int("checkpoint_every", args.checkpoint_every, min_value=0)
+
+    if args.model in NO_LIMITS and (args.steps is not None or args.checkpoint_every is not None or args.compile):
+        ap.error(f"{args.model} trains in its own loop: --steps, --checkpoint-every and --compile do not apply to it")
+    if args.model in SINGLE_PROCESS and distributed.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+        ap.error(f"{args.model} cannot train data-parallel ({SINGLE_PROCESS[args.model]}); run it without torchrun")
 
     where = distributed.init()
     device = args.device

@@ -29,12 +29,12 @@ One step (Ho et al. 2020, Algorithm 1, generalised to three targets):
   draws reach the GPU through pinned memory. On CUDA the model runs channels_last, in bf16 autocast
   where the GPU has bf16, and ``compile=True`` wraps it in ``torch.compile``.
 
-The loss is an *objective*: a NoiseSchedule means the diffusion loss above
-(:class:`DiffusionObjective`); any object with ``loss(model, x0, cond, generator)`` and
-``identity()`` trains through the same loop — the noise-aware classifier of chapter 07
-(:class:`NoisyClassifierObjective`, Dhariwal & Nichol 2021, §4.1) is one. Callbacks receive a
-:class:`StepInfo` after every step: :class:`StopAfter`, :class:`Recorder` and :class:`Snapshots`
-cover the chapters' needs.
+The loss is an *objective* (:mod:`course_lib.objectives`): a NoiseSchedule means the diffusion
+loss above (:class:`~course_lib.objectives.DiffusionObjective`); any object with
+``loss(model, x0, cond, generator)`` and ``identity()`` trains through the same loop — the
+noise-aware classifier of chapter 07 (:class:`~course_lib.objectives.NoisyClassifierObjective`) is
+one. Callbacks receive a :class:`StepInfo` after every step; :mod:`course_lib.callbacks` holds the
+chapters' (StopAfter, Recorder, Snapshots, KeepCheckpoint).
 """
 
 from __future__ import annotations
@@ -46,17 +46,16 @@ import os
 import time
 from copy import deepcopy
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
 from .checkpoints import fingerprint, has_checkpoint, model_signature, read_state, resume_run, save_run, schedule_id
-from .forward import PREDICTION_TYPES, PredictionType, target
-from .guidance import null_condition
-from .schedules import NoiseSchedule, broadcast_to
+from .forward import PREDICTION_TYPES, PredictionType
+from .objectives import DiffusionObjective, NoisyClassifierObjective, Objective, to_device
+from .schedules import NoiseSchedule
 from .settings import check_bool, check_choice, check_float, check_int, get_device
 
 
@@ -134,16 +133,7 @@ class TrainingDiverged(FloatingPointError):
 
 
 class StopTraining(Exception):
-    """Raised by a callback (e.g. :class:`StopAfter`) to end :func:`train` early; the run is checkpointed and returned."""
-
-
-class Objective(Protocol):
-    """What :func:`train` minimises: a scalar loss of a batch, and what must match to resume a run."""
-
-    def loss(self, model: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None,
-             generator: torch.Generator) -> torch.Tensor: ...
-
-    def identity(self) -> dict[str, Any]: ...
+    """Raised by a callback (e.g. :class:`course_lib.callbacks.StopAfter`) to end :func:`train` early; the run is checkpointed and returned."""
 
 
 # ----------------------------------------------------------------------------- small pure pieces
@@ -170,39 +160,6 @@ def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
         b_ema.copy_(b)
 
 
-def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction_type: PredictionType) -> torch.Tensor:
-    """Per-sample loss weights of Min-SNR-γ (Hang et al. 2023) for each target type: shape (B,)."""
-    snr = schedule.snr(t.to(schedule.alphas_cumprod.device)).to(t.device)  # no host round trip on a GPU
-    clipped = torch.clamp(snr, max=gamma)
-    if prediction_type == "epsilon":
-        return clipped / snr
-    if prediction_type == "sample":
-        return clipped
-    return clipped / (snr + 1.0)
-
-
-def diffusion_loss(
-    model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-    cond: torch.Tensor | None = None, *, prediction_type: PredictionType = "epsilon", min_snr_gamma: float | None = None,
-) -> torch.Tensor:
-    """The (optionally Min-SNR-weighted) mean squared error of one batch — a scalar."""
-    x_t = schedule.add_noise(x0, noise, t)
-    out = model(x_t, t, cond) if cond is not None else model(x_t, t)
-    goal = target(schedule, x0, noise, t, prediction_type)
-    per_item = (out.float() - goal.float()).pow(2).flatten(1).mean(dim=1)  # (B,)
-    if min_snr_gamma is not None:
-        per_item = per_item * min_snr_weight(schedule, t, min_snr_gamma, prediction_type)
-    return per_item.mean()
-
-
-def drop_condition(cond: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-    """Replace the conditions where ``drop`` (B,) is True by "none" (:func:`course_lib.guidance.null_condition`).
-
-    Labels become −1, vectors a NaN row; token ids (B, L) of a prompt (chapter 08) a whole row of −1.
-    """
-    return torch.where(broadcast_to(drop, cond), null_condition(cond), cond)
-
-
 def _split_data(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(data, torch.Tensor):
         return data, None
@@ -214,12 +171,6 @@ def _split_data(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     raise ValueError("data must be a tensor (N, …) or a pair (images (N, …), conditions (N, …)) of tensors")
 
 
-def to_device(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
-    """CPU draws onto the device; on CUDA through pinned memory, without waiting for the GPU (no host sync)."""
-    if dev.type != "cuda":
-        return x.to(dev)
-    return x.pin_memory().to(dev, non_blocking=True)
-
 
 def _native_bf16() -> bool:
     """True on CUDA GPUs with bf16 in hardware (Ampere and newer); a T4 only emulates it, slowly."""
@@ -228,61 +179,6 @@ def _native_bf16() -> bool:
     except TypeError:  # older torch without the keyword
         return torch.cuda.is_bf16_supported()
 
-
-# ----------------------------------------------------------------------------- objectives
-@dataclass(frozen=True)
-class DiffusionObjective:
-    """The diffusion loss of one batch: draws t, ε (and condition drops) from ``generator``, in that order.
-
-    ``batch_size``/``part`` (data-parallel training): draw for the whole global batch of ``batch_size``
-    and keep the slice ``part`` that this process's ``x0`` holds, so every rank sees what one process would.
-    """
-
-    schedule: NoiseSchedule
-    prediction_type: PredictionType = "epsilon"
-    min_snr_gamma: float | None = None
-    cond_drop_prob: float = 0.0
-
-    def loss(self, model: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator,
-             *, batch_size: int | None = None, part: slice | None = None) -> torch.Tensor:
-        B, dev = batch_size or x0.shape[0], x0.device
-        part = part or slice(0, B)
-        t = torch.randint(self.schedule.num_timesteps, (B,), generator=generator)[part]
-        noise = torch.randn((B, *x0.shape[1:]), generator=generator)[part]
-        if cond is not None and self.cond_drop_prob > 0:
-            cond = drop_condition(cond, to_device((torch.rand(B, generator=generator) < self.cond_drop_prob)[part], dev))
-        noise = to_device(noise, dev)
-        if x0.is_contiguous(memory_format=torch.channels_last) and x0.dim() == 4:
-            noise = noise.contiguous(memory_format=torch.channels_last)
-        return diffusion_loss(model, self.schedule, x0, to_device(t, dev), noise, cond,
-                              prediction_type=self.prediction_type, min_snr_gamma=self.min_snr_gamma)
-
-    def identity(self) -> dict[str, Any]:
-        return schedule_id(self.schedule)
-
-
-@dataclass(frozen=True)
-class NoisyClassifierObjective:
-    """Cross-entropy of ``model(x_t, t)`` against the labels at t ~ U{0, …, T−1} (Dhariwal & Nichol 2021, §4.1).
-
-    The classifier of classifier guidance (chapter 07) reads noisy pictures. At large t nothing can
-    be told apart, so the loss there stays near log K; guidance needs the gradient at small and middle t.
-    """
-
-    schedule: NoiseSchedule
-
-    def loss(self, model: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator,
-             *, batch_size: int | None = None, part: slice | None = None) -> torch.Tensor:
-        if cond is None:
-            raise ValueError("the noisy classifier needs labels: data=(images, labels)")
-        B, dev = batch_size or x0.shape[0], x0.device
-        part = part or slice(0, B)
-        t = to_device(torch.randint(self.schedule.num_timesteps, (B,), generator=generator)[part], dev)
-        noise = to_device(torch.randn((B, *x0.shape[1:]), generator=generator)[part], dev)
-        return F.cross_entropy(model(self.schedule.to(dev).add_noise(x0, noise, t), t), cond.long())
-
-    def identity(self) -> dict[str, Any]:
-        return {"loss": "noisy_classifier_cross_entropy", "schedule": schedule_id(self.schedule)}
 
 
 # ----------------------------------------------------------------------------- one step, then the loop
@@ -560,65 +456,3 @@ def train_noisy_classifier(classifier: nn.Module, schedule: NoiseSchedule, image
         raise ValueError(f"labels must be integer class labels of shape ({images.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
     return train(classifier, NoisyClassifierObjective(schedule), (images, labels), config, device=device,
                  progress=progress).losses
-
-
-# ----------------------------------------------------------------------------- callbacks
-class StopAfter:
-    """Callback: end :func:`train` (via :class:`StopTraining`) once ``steps`` steps are done or ``seconds`` have passed."""
-
-    def __init__(self, *, steps: int | None = None, seconds: float | None = None) -> None:
-        if steps is None and seconds is None:
-            raise ValueError("StopAfter needs steps= or seconds= (or both)")
-        self.steps = None if steps is None else check_int("steps", steps, min_value=1)
-        self.seconds = None if seconds is None else check_float("seconds", seconds, min_value=0.0)
-        self.started = time.perf_counter()
-
-    def __call__(self, info: StepInfo) -> None:
-        if (self.steps is not None and info.step >= self.steps) or (
-                self.seconds is not None and time.perf_counter() - self.started >= self.seconds):
-            raise StopTraining(f"stopped after {info.step} steps")
-
-
-class Recorder:
-    """Callback: keep the step, loss, learning rate and wall seconds (since creation) of every step."""
-
-    def __init__(self) -> None:
-        self.steps: list[int] = []
-        self.losses: list[float] = []
-        self.lrs: list[float] = []
-        self.seconds: list[float] = []
-        self.started = time.perf_counter()
-
-    def __call__(self, info: StepInfo) -> None:
-        self.steps.append(info.step)
-        self.losses.append(info.loss)
-        self.lrs.append(info.lr)
-        self.seconds.append(time.perf_counter() - self.started)
-
-
-def ema_weights(info: StepInfo) -> dict[str, torch.Tensor]:
-    """A CPU copy of the EMA model's weights at this step."""
-    return {k: v.detach().cpu().clone() for k, v in info.ema_model.state_dict().items()}
-
-
-def model_weights(info: StepInfo) -> dict[str, torch.Tensor]:
-    """A CPU copy of the raw (non-EMA) model's weights at this step."""
-    return {k: v.detach().cpu().clone() for k, v in info.model.state_dict().items()}
-
-
-class Snapshots:
-    """Callback: at each of ``steps`` keep ``take(info)`` in ``taken[step]`` (default: a CPU copy of the EMA weights)."""
-
-    def __init__(self, steps: Iterable[int], take: Callable[[StepInfo], Any] = ema_weights) -> None:
-        self.steps = sorted({check_int("step", s, min_value=1) for s in steps})
-        self.take = take
-        self.taken: dict[int, Any] = {}
-
-    def __call__(self, info: StepInfo) -> None:
-        if info.step in self.steps:
-            self.taken[info.step] = self.take(info)
-
-    @property
-    def complete(self) -> bool:
-        """True once a snapshot exists for every requested step."""
-        return all(s in self.taken for s in self.steps)

@@ -70,6 +70,18 @@ def _guidance_backwards(model, schedule, labels, s, x_T, num_steps):
     return E.solution_cfg_sampler(model, schedule, labels, 1.0 / s if s else 0.0, x_T, num_steps)
 
 
+def _kl_without_its_half(x, encode, decode, eps, s, beta):
+    mu, logvar = encode(x)
+    return E.solution_negative_elbo(x, encode, decode, eps, s, beta) + beta * 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+
+
+def _euler_without_time_scale(model, noise, sigmas):  # tells the network t ∈ [0, 1] instead of t·1000
+    x = noise
+    for i in range(len(sigmas) - 1):
+        x = x + (sigmas[i + 1] - sigmas[i]) * model(x, torch.full((x.shape[0],), float(sigmas[i])))
+    return x
+
+
 WRONG = {
     "00_cheat_eraser": _no_noise_eraser,
     "01_q_sample": lambda s, x0, t, noise: (s.alphas_cumprod[t].reshape(-1, 1, 1, 1) * x0
@@ -81,9 +93,34 @@ WRONG = {
     "06_ddim_step": lambda s, eps, t, tp, x: E.solution_ddim_step(s, eps, t, tp, x) + 0.01,
     "07_cfg_sampler": _guidance_backwards,
     "08_prompt_guidance": lambda m, x, t, ids, empty, s: E.solution_prompt_guidance(m, x, t, empty, ids, s),
+    "09_negative_elbo": _kl_without_its_half,
     "10_fid": lambda fr, ff: float((fr.mean(0) - ff.mean(0)).square().sum()),  # the mean term alone
     "11_cross_attention": lambda q, k, mask: (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1),  # no mask
+    "12_flow_euler": _euler_without_time_scale,
 }
+
+
+def test_negative_elbo_other_slips_fail():
+    """σ read as log σ² (the code drawn with the wrong spread) and a forgotten β fail too."""
+    def sigma_as_logvar(x, encode, decode, eps, s, beta):
+        mu, logvar = encode(x)
+        return E.solution_negative_elbo(x, lambda v: (mu, 2 * torch.log(logvar.abs() + 1e-3)), decode, eps, s, beta)
+
+    def no_beta(x, encode, decode, eps, s, beta):
+        return E.solution_negative_elbo(x, encode, decode, eps, s, 1.0)
+
+    for wrong in (sigma_as_logvar, no_beta):
+        with pytest.raises(AssertionError, match="negative ELBO"):
+            E.check_negative_elbo(wrong)
+
+
+def test_exercises_of_chapters_09_and_12_run_on_a_given_model():
+    from course_lib.models import MLPConfig, MLPDenoiser
+    from course_lib.models.vae import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    assert E.check_negative_elbo(E.solution_negative_elbo, VAE(VAEConfig(latent_dim=4, base=4))) is True
+    assert E.check_flow_euler(E.solution_flow_euler, MLPDenoiser(MLPConfig(dim=2, hidden=16, num_blocks=1))) is True
 
 
 @pytest.mark.parametrize("name", sorted(E.EXERCISES))

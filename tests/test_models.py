@@ -18,7 +18,7 @@ from course_lib.models import (
     sinusoidal_embedding,
 )
 from course_lib.schedules import make_schedule
-from course_lib.training import diffusion_loss
+from course_lib.objectives import diffusion_loss
 
 
 def _batch(cfg: UNetConfig, b: int = 2, seed: int = 0) -> torch.Tensor:

@@ -15,7 +15,7 @@ from course_lib.pretrained import HELD_OUT, build_prompt_model, prompt_model, pr
 from course_lib.prompts import UNSEEN_PROMPTS, generate_from_prompts, prompt_benchmark, score_prompts, seen_prompts
 from course_lib.guidance import cfg_model
 from course_lib.schedules import make_schedule
-from course_lib.training import drop_condition
+from course_lib.objectives import drop_condition
 
 PROMPTS = ["a cat wearing a red hat", "a dog with no hat", "a dog on a blue background"]
 

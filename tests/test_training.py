@@ -12,17 +12,8 @@ from course_lib.checkpoints import load_checkpoint, read_state
 from course_lib.forward import target
 from course_lib.models import MLPConfig, MLPDenoiser, UNet, UNetConfig
 from course_lib.schedules import make_schedule
-from course_lib.training import (
-    TrainConfig,
-    TrainingDiverged,
-    diffusion_loss,
-    drop_condition,
-    ema_decay_at,
-    ema_update,
-    lr_at,
-    min_snr_weight,
-    train,
-)
+from course_lib.objectives import diffusion_loss, drop_condition, min_snr_weight
+from course_lib.training import TrainConfig, TrainingDiverged, ema_decay_at, ema_update, lr_at, train
 
 TINY = UNetConfig.preset("tiny")
 
@@ -245,7 +236,7 @@ def test_train_throughput_benchmark_reports_json(capsys, monkeypatch):
 
 # ----------------------------------------------------------------------------- callbacks and objectives
 def test_library_callbacks_stop_record_and_snapshot(tmp_path):
-    from course_lib.training import Recorder, Snapshots, StopAfter, model_weights
+    from course_lib.callbacks import Recorder, Snapshots, StopAfter, model_weights
 
     cfg = TrainConfig(steps=10, batch_size=4, checkpoint_every=0)
     rec, snaps, raw = Recorder(), Snapshots([2, 4]), Snapshots([3], take=model_weights)
@@ -267,7 +258,7 @@ def test_library_callbacks_stop_record_and_snapshot(tmp_path):
 
 def test_any_objective_trains_through_the_same_loop_and_is_checked_on_resume(tmp_path):
     from course_lib.checkpoints import CheckpointError
-    from course_lib.training import NoisyClassifierObjective
+    from course_lib.objectives import NoisyClassifierObjective
 
     class Regression:  # fit model(x, 0) to the mean pixel: loss + identity are all train() needs
         def __init__(self, scale: float) -> None:

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..settings import check_int
+from .latent import LatentGenerator, check_latent_config, config_or_default, upsampler
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,7 @@ class GANConfig:
     d_base: int = 32
 
     def __post_init__(self) -> None:
-        check_int("image_size", self.image_size, min_value=8)
-        if self.image_size % 8:
-            raise ValueError(f"image_size must be a multiple of 8 (three doublings), got {self.image_size}")
-        check_int("channels", self.channels, min_value=1)
-        check_int("latent_dim", self.latent_dim, min_value=1)
+        check_latent_config(self.image_size, self.channels, self.latent_dim)
         check_int("g_base", self.g_base, min_value=1)
         check_int("d_base", self.d_base, min_value=1)
 
@@ -57,37 +54,26 @@ class GANConfig:
         return cls(**d)
 
 
-class Generator(nn.Module):
-    """z (B, d) → linear → (4·g_base, s, s) → three ×2 transposed convs → tanh image (B, C, H, W)."""
+class Generator(LatentGenerator):
+    """z (B, d) → linear → (4·g_base, s, s) → three ×2 transposed convs (4 → 8 → 16 → 32) → tanh image (B, C, H, W).
+
+    ``sample(n, generator=…)`` draws n codes and returns G(z) (:class:`~.latent.LatentGenerator`)."""
 
     def __init__(self, config: GANConfig | None = None) -> None:
         super().__init__()
-        if config is not None and not isinstance(config, GANConfig):
-            raise ValueError(f"config must be a GANConfig, got {type(config).__name__}")
-        self.config = cfg = config or GANConfig()
+        self.config = cfg = config_or_default(config, GANConfig)
         c1, c2, c3 = 4 * cfg.g_base, 2 * cfg.g_base, cfg.g_base
         self.side = cfg.image_size // 8
         self.fc = nn.Linear(cfg.latent_dim, c1 * self.side * self.side)
-        self.net = nn.Sequential(
-            nn.BatchNorm2d(c1), nn.ReLU(),
-            nn.ConvTranspose2d(c1, c2, 4, 2, 1), nn.BatchNorm2d(c2), nn.ReLU(),  # → 8
-            nn.ConvTranspose2d(c2, c3, 4, 2, 1), nn.BatchNorm2d(c3), nn.ReLU(),  # → 16
-            nn.ConvTranspose2d(c3, cfg.channels, 4, 2, 1), nn.Tanh(),  # → 32
-        )
+        self.net = upsampler((c1, c2, c3), cfg.channels, nn.ReLU)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.dim() != 2 or z.shape[1] != self.config.latent_dim:
-            raise ValueError(f"z must be (B, {self.config.latent_dim}), got {tuple(z.shape)}")
+        self.check_codes(z)
         return self.net(self.fc(z).view(z.shape[0], -1, self.side, self.side))
 
-    @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
-        """``n`` images G(z), z ~ N(0, I) drawn with ``generator`` on the CPU (or the given codes ``z``)."""
-        n = check_int("n", n, min_value=1)
-        dev = next(self.parameters()).device
-        if z is None:
-            z = torch.randn(n, self.config.latent_dim, generator=generator)
-        return self(z.to(dev))
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z): the artist's picture of each code (B, d)."""
+        return self(z)
 
 
 class Discriminator(nn.Module):
@@ -95,9 +81,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, config: GANConfig | None = None) -> None:
         super().__init__()
-        if config is not None and not isinstance(config, GANConfig):
-            raise ValueError(f"config must be a GANConfig, got {type(config).__name__}")
-        self.config = cfg = config or GANConfig()
+        self.config = cfg = config_or_default(config, GANConfig)
         c1, c2, c3 = cfg.d_base, 2 * cfg.d_base, 4 * cfg.d_base
         side = cfg.image_size // 8
         sn = spectral_norm

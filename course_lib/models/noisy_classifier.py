@@ -14,7 +14,7 @@ attention; an average is enough for 32×32 digits). ``t`` may be fractional (the
 of chapter 06 pass float timesteps).
 
 It trains through the one loop, :func:`course_lib.training.train`, with a
-:class:`~course_lib.training.NoisyClassifierObjective`; the cached digit classifier is
+:class:`~course_lib.objectives.NoisyClassifierObjective`; the cached digit classifier is
 :func:`course_lib.pretrained.digits_noisy_classifier`.
 """
 

@@ -28,7 +28,7 @@ An empty prompt (every id is ``PAD_ID``) is the "no condition" of classifier-fre
 learned empty vector. :class:`PromptDenoiser` wraps both networks so that the sampler and the
 training loop see one denoiser ``model(x_t, t, cond=token_ids)``. They mark "no condition" the
 course's way for integer conditions, with −1 (a class label −1; for prompts a whole row of −1,
-what ``training.drop_condition`` and classifier-free guidance in ``samplers.sample`` produce),
+what ``objectives.drop_condition`` and classifier-free guidance in ``samplers.sample`` produce),
 and the wrapper reads such a row as the empty prompt.
 """
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..settings import check_float, check_int
+from .latent import LatentGenerator, check_latent_config, config_or_default, upsampler
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,7 @@ class VAEConfig:
     base: int = 32
 
     def __post_init__(self) -> None:
-        check_int("image_size", self.image_size, min_value=8)
-        if self.image_size % 8:
-            raise ValueError(f"image_size must be a multiple of 8 (three halvings), got {self.image_size}")
-        check_int("channels", self.channels, min_value=1)
-        check_int("latent_dim", self.latent_dim, min_value=1)
+        check_latent_config(self.image_size, self.channels, self.latent_dim)
         check_int("base", self.base, min_value=1)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,14 +78,14 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tenso
     return (x - mean).pow(2).flatten(1).sum(dim=1) / (2.0 * std * std) + d * math.log(std * math.sqrt(2 * math.pi))
 
 
-class VAE(nn.Module):
-    """Encoder (3 stride-2 convs → μ, log σ²) and decoder (3 transposed convs → x̂ in [−1, 1] by tanh)."""
+class VAE(LatentGenerator):
+    """Encoder (3 stride-2 convs → μ, log σ²) and decoder (3 transposed convs → x̂ in [−1, 1] by tanh).
+
+    ``sample(n, generator=…)`` draws n codes and returns x̂(z) (:class:`~.latent.LatentGenerator`)."""
 
     def __init__(self, config: VAEConfig | None = None) -> None:
         super().__init__()
-        if config is not None and not isinstance(config, VAEConfig):
-            raise ValueError(f"config must be a VAEConfig, got {type(config).__name__}")
-        self.config = cfg = config or VAEConfig()
+        self.config = cfg = config_or_default(config, VAEConfig)
         c1, c2, c3 = cfg.base, 2 * cfg.base, 4 * cfg.base
         self.side = cfg.image_size // 8
         flat = c3 * self.side * self.side
@@ -101,12 +98,7 @@ class VAE(nn.Module):
         )
         self.to_stats = nn.Linear(flat, 2 * cfg.latent_dim)  # μ and log σ²
         self.from_code = nn.Linear(cfg.latent_dim, flat)
-        self.decoder = nn.Sequential(
-            nn.BatchNorm2d(c3), act(),
-            nn.ConvTranspose2d(c3, c2, 4, 2, 1), nn.BatchNorm2d(c2), act(),  # 4 → 8
-            nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.BatchNorm2d(c1), act(),  # 8 → 16
-            nn.ConvTranspose2d(c1, cfg.channels, 4, 2, 1), nn.Tanh(),  # 16 → 32
-        )
+        self.decoder = upsampler((c3, c2, c1), cfg.channels, act)  # 4 → 8 → 16 → 32
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(μ, log σ²), each (B, d), of q(z|x); x is (B, C, H, W) in [−1, 1]."""
@@ -118,8 +110,7 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """x̂(z): (B, d) codes → (B, C, H, W) decoder means in [−1, 1]."""
-        if z.dim() != 2 or z.shape[1] != self.config.latent_dim:
-            raise ValueError(f"z must be (B, {self.config.latent_dim}), got {tuple(z.shape)}")
+        self.check_codes(z)
         h = self.from_code(z).view(z.shape[0], -1, self.side, self.side)
         return self.decoder(h)
 
@@ -129,15 +120,6 @@ class VAE(nn.Module):
         eps = torch.randn_like(mu) if noise is None else noise.to(mu)
         z = reparameterise(mu, logvar, eps)
         return VAEOutput(self.decode(z), mu, logvar, z)
-
-    @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
-        """``n`` images x̂(z), z ~ N(0, I) drawn with ``generator`` on the CPU (or the given codes ``z``)."""
-        n = check_int("n", n, min_value=1)
-        dev = next(self.parameters()).device
-        if z is None:
-            z = torch.randn(n, self.config.latent_dim, generator=generator)
-        return self.decode(z.to(dev))
 
 
 class ELBO:

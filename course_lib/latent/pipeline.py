@@ -1,0 +1,270 @@
+"""Chapter 11's recipe, the autoencoder, the latent denoisers and the text-to-image pipeline (:mod:`course_lib.latent`)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..checkpoints import has_checkpoint, load_checkpoint, read_state, save_checkpoint, state_dict_into
+from ..models.autoencoder import (
+    Autoencoder, AutoencoderConfig, AutoencoderObjective, decode_latents, encode_latents, latent_scale_factor, psnr,
+)
+from ..models.cross_attention import CrossAttentionConfig, CrossAttentionUNet
+from ..models.text import PromptDenoiser, TextEncoder, TextEncoderConfig
+from ..models.unet import UNet, UNetConfig
+from ..samplers import sample
+from ..scenes import MAX_SCENE_PROMPT_LENGTH, SCENE_VOCAB, make_scenes, scene_tokenize
+from ..schedules import NoiseSchedule, make_schedule
+from ..settings import check_bool, check_choice, check_float, check_int, resolve_profile, runs_dir
+from ..training import TrainConfig, train
+
+LATENT_SCHEDULE = "cosine"
+LATENT_PREDICTION_TYPE = "v_prediction"  # as chapter 08: v keeps x̂₀ accurate at the cosine schedule's noisy end
+DEFAULT_GUIDANCE = 3.0
+DEFAULT_STRENGTH = 0.6
+DATA_SEED, TEST_SEED = 11, 12
+CONDITIONINGS = ("crossattn", "pooled")
+
+
+@dataclass(frozen=True)
+class LatentRecipe:
+    """Everything a profile trains: the autoencoder, the two latent denoisers, and how they are measured."""
+
+    autoencoder: AutoencoderConfig
+    ae_phases: tuple[tuple[int, int, float], ...]  # (steps, batch, peak lr) per phase; each restarts AdamW + cosine
+    ae_crop: int  # the autoencoder trains on random crops (it is fully convolutional)
+    num_images: int  # training scenes
+    unet: UNetConfig  # the latent denoiser, without its conditioning
+    text: TextEncoderConfig
+    train: TrainConfig
+    num_steps: int  # DDIM steps when sampling
+    per_prompt: int  # benchmark samples per prompt
+    num_edits: int  # benchmark img2img edits
+
+
+def latent_recipe(profile: str = "auto") -> LatentRecipe:
+    """The chapter's recipe for ``smoke`` (seconds), ``cpu`` (minutes) or ``gpu``."""
+    prof = resolve_profile(profile)
+    text = TextEncoderConfig(vocab_size=len(SCENE_VOCAB), max_length=MAX_SCENE_PROMPT_LENGTH, width=64, num_layers=2,
+                             num_heads=4, out_dim=64)
+    if prof == "smoke":
+        return LatentRecipe(
+            AutoencoderConfig(width=8, latent_width=8), ae_phases=((3, 4, 2e-3),), ae_crop=32, num_images=48,
+            unet=UNetConfig(image_size=16, in_channels=4, base_channels=8, channel_mults=(1, 2), attention_resolutions=(),
+                            norm_groups=4, head_channels=8),
+            text=replace(text, width=16, num_heads=2, out_dim=16, num_layers=1),
+            train=TrainConfig(steps=3, batch_size=8, lr=2e-3, warmup=1, checkpoint_every=0, ema_decay=0.9,
+                              cond_drop_prob=0.1, prediction_type=LATENT_PREDICTION_TYPE),
+            num_steps=3, per_prompt=1, num_edits=4)
+    if prof == "cpu":
+        return LatentRecipe(
+            AutoencoderConfig(), ae_phases=((1500, 32, 2e-3), (3000, 16, 1e-3)), ae_crop=32, num_images=6000,
+            unet=UNetConfig(image_size=16, in_channels=4, base_channels=32, channel_mults=(1, 2), attention_resolutions=(8,),
+                            norm_groups=8, head_channels=32),
+            text=text,
+            train=TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup=50, checkpoint_every=100, ema_decay=0.995,
+                              cond_drop_prob=0.1, prediction_type=LATENT_PREDICTION_TYPE),
+            num_steps=25, per_prompt=8, num_edits=40)
+    return LatentRecipe(
+        AutoencoderConfig(width=64, latent_width=128), ae_phases=((6000, 64, 1e-3),), ae_crop=64,
+        num_images=20000,
+        unet=UNetConfig(image_size=16, in_channels=4, base_channels=64, channel_mults=(1, 2), attention_resolutions=(8,),
+                        num_res_blocks=2, norm_groups=16, head_channels=32),
+        text=replace(text, width=128, out_dim=128),
+        train=TrainConfig(steps=10000, batch_size=128, lr=1e-3, warmup=300, checkpoint_every=1000, ema_decay=0.9995,
+                          cond_drop_prob=0.1, prediction_type=LATENT_PREDICTION_TYPE),
+        num_steps=50, per_prompt=32, num_edits=200)
+
+
+def _random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random ``size``×``size`` crop per picture, at a multiple of 4 pixels (the latent grid)."""
+    n, _, h, w = images.shape
+    if size >= h:
+        return images
+    ys = torch.randint(0, (h - size) // 4 + 1, (n,), generator=generator) * 4
+    xs = torch.randint(0, (w - size) // 4 + 1, (n,), generator=generator) * 4
+    return torch.stack([img[:, y:y + size, x:x + size] for img, y, x in zip(images, ys.tolist(), xs.tolist())])
+
+
+# ----------------------------------------------------------------------------- the autoencoder
+def autoencoder_model(profile: str = "auto", *, run_dir: str | os.PathLike | None = None, retrain: bool = False,
+                      progress: bool = True) -> tuple[Autoencoder, dict[str, Any]]:
+    """The chapter's autoencoder, trained once on ``make_scenes(num_images, seed=DATA_SEED)`` and cached.
+
+    Training: :class:`AutoencoderObjective` (L1 + β·KL, β = 10⁻⁶ of the summed L1) with AdamW and a
+    cosine learning rate, on random crops. A finished checkpoint in ``run_dir`` (default
+    ``runs/latent-ae-<profile>``) is loaded after its sha256 and its recipe are checked
+    (CheckpointError on a mismatch; ``retrain=True`` trains afresh). Returns ``(model, info)``;
+    info: ``scale_factor`` (1/std of the training latents), ``train_seconds``, ``steps``,
+    ``losses``, ``cached``, ``config``, ``run_dir``.
+    """
+    check_bool("retrain", retrain)
+    prof = resolve_profile(profile)
+    recipe = latent_recipe(prof)
+    cfg = recipe.autoencoder
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"latent-ae-{prof}"
+    identity = {"config": cfg.to_dict(), "phases": [list(p) for p in recipe.ae_phases], "crop": recipe.ae_crop,
+                "num_images": recipe.num_images, "data_seed": DATA_SEED}
+    torch.manual_seed(0)
+    model = Autoencoder(cfg)
+    if has_checkpoint(run_dir) and not retrain:
+        tensors, state = load_checkpoint(run_dir)  # verifies the sha256
+        if state.get("identity") != identity:
+            from ..checkpoints import CheckpointError
+            raise CheckpointError(f"{run_dir} holds an autoencoder of another recipe ({state.get('identity')}); "
+                                  "pass retrain=True or another run_dir")
+        state_dict_into(model, tensors, "model.")
+        return model.eval(), {**state["info"], "cached": True, "run_dir": str(run_dir)}
+    data = make_scenes(recipe.num_images, seed=DATA_SEED).images
+    objective = AutoencoderObjective(cfg.kl_weight)
+    losses: list[float] = []
+    tic = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    for phase, (steps, batch, peak) in enumerate(recipe.ae_phases):
+        gen = torch.Generator().manual_seed(phase)
+        opt = torch.optim.AdamW(model.parameters(), lr=peak)
+        warmup = 50 if phase == 0 else 0
+        for step in tqdm(range(steps), disable=not progress, desc=f"autoencoder, phase {phase + 1}"):
+            lr = peak * min(1.0, (step + 1) / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * step / steps))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = torch.randint(0, len(data), (batch,), generator=gen)
+            loss = objective.loss(model, _random_crops(data[idx], recipe.ae_crop, gen), None, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(round(float(loss.detach()), 5))
+    seconds = time.perf_counter() - tic
+    info = _save_autoencoder(run_dir, model.eval(), data, identity, seconds, losses, prof)
+    return model, {**info, "cached": False, "run_dir": str(run_dir)}
+
+
+def _save_autoencoder(run_dir: Path, model: Autoencoder, data: torch.Tensor, identity: dict, seconds: float,
+                      losses: list[float], prof: str) -> dict[str, Any]:
+    """Compute the scale factor on 2,000 training scenes and commit the checkpoint; returns the info dict."""
+    scale = latent_scale_factor(encode_latents(model, data[:2000]))
+    info = {"scale_factor": scale, "train_seconds": seconds, "steps": sum(p[0] for p in identity["phases"]),
+            "losses": losses[::10], "config": model.config.to_dict(), "profile": prof}
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_checkpoint(run_dir, tensors, {"step": info["steps"], "identity": identity, "info": info})
+    return info
+
+
+def reconstruction_psnr(ae: Autoencoder, images: torch.Tensor) -> float:
+    """Mean PSNR (dB) of decode(encode(x)) against x, with the posterior mean as the latent."""
+    recon = decode_latents(ae, encode_latents(ae, images))
+    return float(psnr(recon, images).mean())
+
+
+# ----------------------------------------------------------------------------- the latent denoisers
+def scene_latents(ae: Autoencoder, images: torch.Tensor, scale_factor: float) -> torch.Tensor:
+    """Scaled latents z = scale · μ(x) (B, c, 16, 16): what the latent diffusion model is trained on."""
+    return encode_latents(ae, images) * scale_factor
+
+
+def build_latent_denoiser(recipe: LatentRecipe, conditioning: str = "crossattn", *, pixel: bool = False) -> torch.nn.Module:
+    """A fresh denoiser of the recipe's size, seeded by its training seed.
+
+    ``conditioning="crossattn"``: :class:`CrossAttentionUNet` (per-word vectors, cross-attention at
+    every level); ``"pooled"``: chapter 08's :class:`PromptDenoiser` (one pooled prompt vector added
+    to the time embedding), same U-Net and text encoder. ``pixel=True`` builds the same network for
+    64×64×3 pixels (a 2×2 patchify stem, so that its levels run at 32×32 and 16×16).
+    """
+    check_choice("conditioning", conditioning, CONDITIONINGS)
+    unet = recipe.unet
+    if pixel:
+        unet = replace(unet, image_size=recipe.autoencoder.image_size, in_channels=3, patch_size=2,
+                       attention_resolutions=(unet.attention_resolutions and (16,)) or ())
+    torch.manual_seed(recipe.train.seed)
+    if conditioning == "pooled":
+        return PromptDenoiser(UNet(replace(unet, cond_dim=recipe.text.out_dim)), TextEncoder(recipe.text))
+    cross = tuple(r for r in unet.resolutions if r <= 16)
+    return CrossAttentionUNet(CrossAttentionConfig(unet, recipe.text, cross))
+
+
+def latent_model(profile: str = "auto", conditioning: str = "crossattn", *, ae: Autoencoder | None = None,
+                 scale_factor: float | None = None, run_dir: str | os.PathLike | None = None, retrain: bool = False,
+                 progress: bool = True, device: str | torch.device | None = None,
+                 ) -> tuple[torch.nn.Module, NoiseSchedule, dict[str, Any]]:
+    """A latent denoiser trained on the scaled latents of the training scenes and their captions, cached.
+
+    :func:`course_lib.training.train` on ``(scene_latents, scene_tokenize(captions))`` with condition
+    dropout 0.1 (classifier-free guidance), v-prediction on the cosine schedule; run directory
+    ``runs/latent-<conditioning>-<profile>``, verified on load (sha256, configs, data). Returns
+    ``(ema_model, schedule, info)``.
+    """
+    check_choice("conditioning", conditioning, CONDITIONINGS)
+    prof = resolve_profile(profile)
+    recipe = latent_recipe(prof)
+    if ae is None or scale_factor is None:
+        ae, ae_info = autoencoder_model(prof, progress=progress)
+        scale_factor = ae_info["scale_factor"]
+    data = make_scenes(recipe.num_images, seed=DATA_SEED)
+    z = scene_latents(ae, data.images, scale_factor)
+    tokens = scene_tokenize(data.captions)
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"latent-{conditioning}-{prof}"
+    cached = not retrain and has_checkpoint(run_dir) and int(read_state(run_dir).get("step", -1)) >= recipe.train.steps
+    schedule = make_schedule(LATENT_SCHEDULE)
+    result = train(build_latent_denoiser(recipe, conditioning), schedule, (z, tokens), recipe.train, run_dir=run_dir,
+                   resume=not retrain, device=device, progress=progress)
+    info = {"train_seconds": result.seconds, "steps": result.steps, "losses": result.losses, "cached": cached,
+            "profile": prof, "run_dir": str(run_dir), "conditioning": conditioning, "scale_factor": scale_factor,
+            "num_parameters": sum(p.numel() for p in result.ema_model.parameters())}
+    return result.ema_model.eval(), schedule, info
+
+
+# ----------------------------------------------------------------------------- the pipeline
+@dataclass
+class Pipeline:
+    """The pieces of text-to-image, as Stable Diffusion's ``StableDiffusionPipeline`` holds them."""
+
+    autoencoder: Autoencoder
+    denoiser: torch.nn.Module  # CrossAttentionUNet (its text encoder inside) or PromptDenoiser
+    schedule: NoiseSchedule
+    scale_factor: float
+    num_steps: int = 25
+    guidance_scale: float = DEFAULT_GUIDANCE
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.autoencoder.config.latent_shape
+
+
+def load_pipeline(profile: str = "auto", conditioning: str = "crossattn", *, progress: bool = True) -> Pipeline:
+    """The chapter's autoencoder and a latent denoiser (both trained once and cached) as one :class:`Pipeline`."""
+    prof = resolve_profile(profile)
+    ae, ae_info = autoencoder_model(prof, progress=progress)
+    model, schedule, _ = latent_model(prof, conditioning, ae=ae, scale_factor=ae_info["scale_factor"], progress=progress)
+    return Pipeline(ae, model, schedule, ae_info["scale_factor"], num_steps=latent_recipe(prof).num_steps)
+
+
+def text_to_image(pipe: Pipeline, prompts: Sequence[str], *, seed: int = 0, per_prompt: int = 1,
+                  guidance_scale: float | None = None, num_steps: int | None = None,
+                  return_latents: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """prompt → tokenizer → text encoder → latent denoiser + CFG + sampler → decoder: scenes (N, 3, 64, 64).
+
+    1. ``scene_tokenize``: words → ids (an unknown word raises ValueError listing the vocabulary);
+    2. the text encoder runs inside the denoiser (per-word vectors for cross-attention);
+    3. DDIM from pure latent noise z_T ~ N(0, I) (B, 4, 16, 16), each step one batched call on
+       [prompt, empty prompt] combined as ε̃ = ε_∅ + s·(ε_c − ε_∅);
+    4. the decoder turns z₀ / scale_factor into pixels.
+    """
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of strings, e.g. ['a cat in a red hat on the left']")
+    ids = scene_tokenize(list(prompts)).repeat_interleave(check_int("per_prompt", per_prompt, min_value=1), 0)
+    s = pipe.guidance_scale if guidance_scale is None else check_float("guidance_scale", guidance_scale, min_value=0.0)
+    steps = pipe.num_steps if num_steps is None else num_steps
+    z = sample(pipe.denoiser, pipe.schedule, (len(ids), *pipe.latent_shape), sampler="ddim", num_steps=steps, cond=ids,
+               guidance_scale=s, generator=torch.Generator().manual_seed(seed), progress=False,
+               prediction_type=LATENT_PREDICTION_TYPE)
+    images = decode_latents(pipe.autoencoder, z / pipe.scale_factor)
+    return (images, z) if return_latents else images
+
+
