@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence, get_args
 
 import torch
 
 from .metrics import predicted_classes
 from .models.classifier import NUM_CLASSES
-from .settings import check_choice, check_float
+from .settings import Profile, check_choice, check_float
 
-FAMILIES: tuple[str, ...] = ("vae", "gan", "diffusion")
+Family = Literal["vae", "gan", "diffusion"]  # the recipe box, the artist and the detective, the patient eraser
+FAMILIES: tuple[str, ...] = get_args(Family)
 FAMILY_NAMES = {"vae": "VAE", "gan": "GAN", "diffusion": "diffusion", "diffusion_longer": "diffusion, trained longer"}
 
 
-def check_family(family: str) -> str:
+def check_family(family: Family) -> Family:
     """``family`` if it is one of :data:`FAMILIES`, else ValueError naming the parameter and the choices."""
     return check_choice("family", family, FAMILIES)
 
@@ -139,7 +140,7 @@ RACE_SAMPLER, RACE_BATCH = "ddim", 250
 DEFAULT_STEPS = {"smoke": 5, "cpu": 25, "gpu": 50}  # DDIM steps, as chapter 10
 
 
-def load_family(name: str, profile: str = "auto", *, device: str | torch.device | None = None,
+def load_family(name: Family, profile: Profile = "auto", *, device: str | torch.device | None = None,
                 progress: bool = True) -> tuple[Callable[[int, torch.Generator], torch.Tensor], dict[str, Any]]:
     """``(draw, info)`` for one contestant: ``draw(n, generator)`` makes n pictures (N, 1, 32, 32) on the CPU.
 

@@ -166,7 +166,7 @@ def flow_midpoint_step(velocity_fn: VelocityFn, x: torch.Tensor, sigma: float, s
     return flow_euler_step(v_mid, sigma, sigma_next, x)
 
 
-def flow_network_evaluations(sampler: str, num_steps: int) -> int:
+def flow_network_evaluations(sampler: FlowSampler, num_steps: int) -> int:
     """Network calls of ``num_steps`` steps: N for euler, 2N − 1 for heun (no correction on the last
     step, to t = 0), 2N for midpoint."""
     check_choice("sampler", sampler, FLOW_SAMPLERS)
@@ -174,7 +174,7 @@ def flow_network_evaluations(sampler: str, num_steps: int) -> int:
     return {"euler": num_steps, "heun": 2 * num_steps - 1, "midpoint": 2 * num_steps}[sampler]
 
 
-def flow_steps_for_nfe(sampler: str, nfe: int) -> int:
+def flow_steps_for_nfe(sampler: FlowSampler, nfe: int) -> int:
     """The most steps ``sampler`` can take within ``nfe`` network calls (at least 1)."""
     check_choice("sampler", sampler, FLOW_SAMPLERS)
     nfe = check_int("nfe", nfe, min_value=1)
@@ -204,7 +204,7 @@ def sample_flow(
     model: Callable[..., torch.Tensor],
     shape: Sequence[int],
     *,
-    sampler: str = "euler",
+    sampler: FlowSampler = "euler",
     num_steps: int = 10,
     shift: float = 1.0,
     cond: torch.Tensor | None = None,
@@ -302,7 +302,7 @@ def sample_flow(
 
 
 # ============================================================================ training objective
-def sample_times(n: int, sampling: str = "logit_normal", *, generator: torch.Generator | None = None,
+def sample_times(n: int, sampling: TimestepSampling = "logit_normal", *, generator: torch.Generator | None = None,
                  mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
     """``n`` training times in (0, 1) (float32, on the generator's device, CPU by default).
 
@@ -332,7 +332,7 @@ class FlowMatching:
     Algorithm 1) instead of a fresh ε.
     """
 
-    timestep_sampling: str = "logit_normal"
+    timestep_sampling: TimestepSampling = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = 1.0
     time_scale: float = TIME_SCALE

@@ -11,7 +11,7 @@ from ..models.autoencoder import Autoencoder, decode_latents
 from ..samplers import sample
 from ..scenes import compositional_prompts, make_scenes, parse_scene_prompt, scene_caption, scene_tokenize
 from ..schedules import make_schedule
-from ..settings import resolve_profile
+from ..settings import Profile, resolve_profile
 from .editing import img2img
 from .pipeline import (
     CONDITIONINGS, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE, TEST_SEED, LatentRecipe,
@@ -134,7 +134,7 @@ def speed_comparison(recipe: LatentRecipe, *, batch_size: int = 16, train_steps:
     return out
 
 
-def latent_benchmark(profile: str = "auto", *, progress: bool = False, seed: int = 0) -> dict[str, Any]:
+def latent_benchmark(profile: Profile = "auto", *, progress: bool = False, seed: int = 0) -> dict[str, Any]:
     """Every figure of ``benchmarks/latent.py`` (and of the chapter's check cells)."""
     prof = resolve_profile(profile)
     recipe = latent_recipe(prof)

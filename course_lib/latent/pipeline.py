@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 import torch
 
@@ -21,7 +21,7 @@ from ..models.unet import UNet, UNetConfig
 from ..samplers import sample
 from ..scenes import MAX_SCENE_PROMPT_LENGTH, SCENE_VOCAB, make_scenes, scene_tokenize
 from ..schedules import NoiseSchedule, make_schedule
-from ..settings import check_bool, check_choice, check_float, check_int, resolve_profile, runs_dir
+from ..settings import Profile, check_bool, check_choice, check_float, check_int, resolve_profile, runs_dir
 from ..training import TrainConfig, train
 
 LATENT_SCHEDULE = "cosine"
@@ -29,7 +29,8 @@ LATENT_PREDICTION_TYPE = "v_prediction"  # as chapter 08: v keeps x̂₀ accurat
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_STRENGTH = 0.6
 DATA_SEED, TEST_SEED = 11, 12
-CONDITIONINGS = ("crossattn", "pooled")
+Conditioning = Literal["crossattn", "pooled"]  # per-word cross-attention, or chapter 08's pooled vector
+CONDITIONINGS: tuple[str, ...] = get_args(Conditioning)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class LatentRecipe:
     num_edits: int  # benchmark img2img edits
 
 
-def latent_recipe(profile: str = "auto") -> LatentRecipe:
+def latent_recipe(profile: Profile = "auto") -> LatentRecipe:
     """The chapter's recipe for ``smoke`` (seconds), ``cpu`` (minutes) or ``gpu``."""
     prof = resolve_profile(profile)
     text = TextEncoderConfig(vocab_size=len(SCENE_VOCAB), max_length=MAX_SCENE_PROMPT_LENGTH, width=64, num_layers=2,
@@ -93,7 +94,7 @@ def _random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -
 
 
 # ----------------------------------------------------------------------------- the autoencoder
-def autoencoder_model(profile: str = "auto", *, run_dir: str | os.PathLike | None = None, retrain: bool = False,
+def autoencoder_model(profile: Profile = "auto", *, run_dir: str | os.PathLike | None = None, retrain: bool = False,
                       progress: bool = True) -> tuple[Autoencoder, dict[str, Any]]:
     """The chapter's autoencoder, trained once on ``make_scenes(num_images, seed=DATA_SEED)`` and cached.
 
@@ -169,7 +170,7 @@ def scene_latents(ae: Autoencoder, images: torch.Tensor, scale_factor: float) ->
     return encode_latents(ae, images) * scale_factor
 
 
-def build_latent_denoiser(recipe: LatentRecipe, conditioning: str = "crossattn", *, pixel: bool = False) -> torch.nn.Module:
+def build_latent_denoiser(recipe: LatentRecipe, conditioning: Conditioning = "crossattn", *, pixel: bool = False) -> torch.nn.Module:
     """A fresh denoiser of the recipe's size, seeded by its training seed.
 
     ``conditioning="crossattn"``: :class:`CrossAttentionUNet` (per-word vectors, cross-attention at
@@ -189,7 +190,7 @@ def build_latent_denoiser(recipe: LatentRecipe, conditioning: str = "crossattn",
     return CrossAttentionUNet(CrossAttentionConfig(unet, recipe.text, cross))
 
 
-def latent_model(profile: str = "auto", conditioning: str = "crossattn", *, ae: Autoencoder | None = None,
+def latent_model(profile: Profile = "auto", conditioning: Conditioning = "crossattn", *, ae: Autoencoder | None = None,
                  scale_factor: float | None = None, run_dir: str | os.PathLike | None = None, retrain: bool = False,
                  progress: bool = True, device: str | torch.device | None = None,
                  ) -> tuple[torch.nn.Module, NoiseSchedule, dict[str, Any]]:
@@ -237,7 +238,7 @@ class Pipeline:
         return self.autoencoder.config.latent_shape
 
 
-def load_pipeline(profile: str = "auto", conditioning: str = "crossattn", *, progress: bool = True) -> Pipeline:
+def load_pipeline(profile: Profile = "auto", conditioning: Conditioning = "crossattn", *, progress: bool = True) -> Pipeline:
     """The chapter's autoencoder and a latent denoiser (both trained once and cached) as one :class:`Pipeline`."""
     prof = resolve_profile(profile)
     ae, ae_info = autoencoder_model(prof, progress=progress)

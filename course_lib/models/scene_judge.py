@@ -14,6 +14,8 @@ sha256 before it trusts the file.
 
 from __future__ import annotations
 
+from ..settings import DeviceName
+
 from functools import lru_cache
 from pathlib import Path
 
@@ -57,7 +59,7 @@ def load_scene_judge(path: str | Path = JUDGE_WEIGHTS, *, expected_sha256: str |
 
 
 @lru_cache(maxsize=2)
-def cached_scene_judge(device: str = "cpu") -> SceneJudge:
+def cached_scene_judge(device: DeviceName = "cpu") -> SceneJudge:
     return load_scene_judge(device=device)
 
 
