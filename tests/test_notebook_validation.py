@@ -27,7 +27,7 @@ FAMILIES = "09_three_families.ipynb"
         (SAMPLERS, {"sampler": "dpm_solver"}, "sampler='dpm_solver' is not allowed"),
         (FLOW, {"sampler": "rk4"}, "sampler='rk4' is not allowed"),
         (FLOW, {"shift": 0.0}, "shift=0.0 is out of range"),
-        (FAMILIES, {"families": ["vae", "flow"]}, "family='flow' is not allowed"),
+        (FAMILIES, {"families": ["vae", "flow"]}, "families=['vae', 'flow'] is not allowed"),
         (FAMILIES, {"beta": -0.5}, "beta=-0.5 is out of range"),
         (FAMILIES, {"budget_seconds": 0}, "budget_seconds must be > 0"),
     ],
