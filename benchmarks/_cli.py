@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import os
 from typing import Any, Callable
 
@@ -76,3 +77,12 @@ def emit(result: dict[str, Any], as_json: bool, print_table: Callable[[dict[str,
     else:
         print_table(result)
     return result
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a benchmark's ``main()``; a ValueError (a bad option) prints ``error: …`` and exits with status 2."""
+    try:
+        main()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -20,14 +20,13 @@ recorded when the model was trained (see ``load_average`` of that run in your no
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from _cli import apply_common, benchmark_parser, emit, run_conditions
+from _cli import apply_common, benchmark_parser, emit, run_conditions, run_main
 from course_lib.data import load_mnist5000
 from course_lib.evaluation import disjoint_subsets
 from course_lib.families import DEFAULT_STEPS, FAMILIES, FAMILY_NAMES, draw_in_batches, load_family, score_family
@@ -90,8 +89,4 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -23,13 +23,12 @@ Wall time includes training when the model was not cached yet (see ``train_secon
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
 
 import torch
 
-from _cli import apply_common, benchmark_parser, emit, run_conditions
+from _cli import apply_common, benchmark_parser, emit, run_conditions, run_main
 from course_lib.data import load_mnist5000
 from course_lib.evaluation import evaluate_model
 from course_lib.pretrained import digits_model
@@ -129,8 +128,4 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

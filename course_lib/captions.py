@@ -145,8 +145,35 @@ def caption_for(attrs: HatAttributes | Sequence[int] | torch.Tensor, template: i
     return text.format(animal=a.animal, hat_colour=a.hat_colour, background=a.background)
 
 
-def _words(prompt: str) -> list[str]:
+def split_words(prompt: str) -> list[str]:
+    """The words of a prompt: lower-cased, the punctuation ``. , ! ? ; :`` dropped, split on white space."""
     return _PUNCTUATION.sub(" ", prompt.lower()).split()
+
+
+def tokenize_with(prompt: str | Sequence[str], vocab: Sequence[str], word_to_id: dict[str, int], max_length: int,
+                  length_name: str) -> torch.Tensor:
+    """Word ids of ``prompt`` in ``vocab``, padded with :data:`PAD_ID` to ``max_length``: (L,) or (N, L).
+
+    The one tokenizer behind :func:`tokenize` (chapter 08) and ``scenes.scene_tokenize`` (chapter 11);
+    ``length_name`` names the length limit in the error message.
+    """
+    if isinstance(prompt, str):
+        words = split_words(prompt)
+        unknown = [w for w in words if w not in word_to_id or w == PAD]
+        if unknown:
+            raise ValueError(
+                f"prompt={prompt!r} has words outside the vocabulary: {', '.join(unknown)}. "
+                f"Allowed words: {', '.join(vocab[1:])}"
+            )
+        if len(words) > max_length:
+            raise ValueError(f"prompt={prompt!r} has {len(words)} words; at most {length_name}={max_length} are allowed")
+        ids = [word_to_id[w] for w in words] + [PAD_ID] * (max_length - len(words))
+        return torch.tensor(ids, dtype=torch.long)
+    if not isinstance(prompt, Sequence) or not all(isinstance(p, str) for p in prompt):
+        raise ValueError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
+    if len(prompt) == 0:
+        return torch.zeros(0, max_length, dtype=torch.long)
+    return torch.stack([tokenize_with(p, vocab, word_to_id, max_length, length_name) for p in prompt])  # (N, L)
 
 
 def tokenize(prompt: str | Sequence[str]) -> torch.Tensor:
@@ -159,23 +186,7 @@ def tokenize(prompt: str | Sequence[str]) -> torch.Tensor:
     words raises ValueError. Positions after the last word hold :data:`PAD_ID`; the empty prompt
     ``""`` is all padding — the unconditional input of classifier-free guidance.
     """
-    if isinstance(prompt, str):
-        words = _words(prompt)
-        unknown = [w for w in words if w not in WORD_TO_ID or w == PAD]
-        if unknown:
-            raise ValueError(
-                f"prompt={prompt!r} has words outside the vocabulary: {', '.join(unknown)}. "
-                f"Allowed words: {', '.join(VOCAB[1:])}"
-            )
-        if len(words) > MAX_PROMPT_LENGTH:
-            raise ValueError(f"prompt={prompt!r} has {len(words)} words; at most MAX_PROMPT_LENGTH={MAX_PROMPT_LENGTH} are allowed")
-        ids = [WORD_TO_ID[w] for w in words] + [PAD_ID] * (MAX_PROMPT_LENGTH - len(words))
-        return torch.tensor(ids, dtype=torch.long)
-    if not isinstance(prompt, Sequence) or not all(isinstance(p, str) for p in prompt):
-        raise ValueError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
-    if len(prompt) == 0:
-        return torch.zeros(0, MAX_PROMPT_LENGTH, dtype=torch.long)
-    return torch.stack([tokenize(p) for p in prompt])  # (N, L)
+    return tokenize_with(prompt, VOCAB, WORD_TO_ID, MAX_PROMPT_LENGTH, "MAX_PROMPT_LENGTH")
 
 
 def detokenize(ids: torch.Tensor) -> str | list[str]:
@@ -197,7 +208,7 @@ def parse_prompt(prompt: str) -> torch.Tensor:
     "" → all -1. Words are checked as in :func:`tokenize`.
     """
     tokenize(prompt)  # validates the words and the length
-    words = _words(prompt)
+    words = split_words(prompt)
     animals = [w for w in words if w in ANIMALS]
     colours = [w for w in words if w in HAT_COLOURS]
     backgrounds = [w for w in words if w in BACKGROUNDS]

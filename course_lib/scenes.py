@@ -40,6 +40,7 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from .captions import split_words, tokenize_with
 from .hats import BACKGROUND_RGB, BACKGROUNDS, HAT_COLOURS, UNSPECIFIED, _draw
 from .settings import check_int
 
@@ -78,7 +79,6 @@ def _build_vocab() -> tuple[str, ...]:
 
 SCENE_VOCAB: tuple[str, ...] = _build_vocab()
 SCENE_WORD_TO_ID: dict[str, int] = {w: i for i, w in enumerate(SCENE_VOCAB)}
-_PUNCTUATION = re.compile(r"[.,!?;:]")
 
 
 class ScenesData(NamedTuple):
@@ -89,33 +89,14 @@ class ScenesData(NamedTuple):
     captions: list[str]
 
 
-def _words(prompt: str) -> list[str]:
-    return _PUNCTUATION.sub(" ", prompt.lower()).split()
-
-
 def scene_tokenize(prompt: str | Sequence[str]) -> torch.Tensor:
     """Word ids of a scene prompt, padded to :data:`MAX_SCENE_PROMPT_LENGTH`: (L,) for a string, (N, L) for a list.
 
-    Same policy as :func:`course_lib.hats.tokenize`: lower-case, drop ``. , ! ? ; :``, split on
+    The same tokenizer as :func:`course_lib.captions.tokenize` (``captions.tokenize_with``): lower-case, drop ``. , ! ? ; :``, split on
     spaces; an unknown word raises ValueError listing the vocabulary; "" is all padding (the
     "no prompt" of classifier-free guidance).
     """
-    if isinstance(prompt, str):
-        words = _words(prompt)
-        unknown = [w for w in words if w not in SCENE_WORD_TO_ID or w == PAD]
-        if unknown:
-            raise ValueError(f"prompt={prompt!r} has words outside the vocabulary: {', '.join(unknown)}. "
-                             f"Allowed words: {', '.join(SCENE_VOCAB[1:])}")
-        if len(words) > MAX_SCENE_PROMPT_LENGTH:
-            raise ValueError(f"prompt={prompt!r} has {len(words)} words; at most "
-                             f"MAX_SCENE_PROMPT_LENGTH={MAX_SCENE_PROMPT_LENGTH} are allowed")
-        ids = [SCENE_WORD_TO_ID[w] for w in words] + [PAD_ID] * (MAX_SCENE_PROMPT_LENGTH - len(words))
-        return torch.tensor(ids, dtype=torch.long)
-    if not isinstance(prompt, Sequence) or not all(isinstance(p, str) for p in prompt):
-        raise ValueError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
-    if len(prompt) == 0:
-        return torch.zeros(0, MAX_SCENE_PROMPT_LENGTH, dtype=torch.long)
-    return torch.stack([scene_tokenize(p) for p in prompt])
+    return tokenize_with(prompt, SCENE_VOCAB, SCENE_WORD_TO_ID, MAX_SCENE_PROMPT_LENGTH, "MAX_SCENE_PROMPT_LENGTH")
 
 
 def slot_phrase(animal: int, hat: int, colour: int, template: int = 0) -> str:
@@ -151,7 +132,7 @@ def parse_scene_prompt(prompt: str) -> torch.Tensor:
     "and" must end in "on the left" or "on the right".
     """
     scene_tokenize(prompt)  # validates the words
-    text = " ".join(_words(prompt))
+    text = " ".join(split_words(prompt))
     row = [UNSPECIFIED] * NUM_SCENE_COLUMNS
     background = re.search(r" on a (\w+) background$", text)
     if background:
