@@ -42,12 +42,16 @@ from .forward import PREDICTION_TYPES, PredictionType, split_prediction_at
 from .schedules import NoiseSchedule, broadcast_to, sigma_to_t
 from .settings import check_bool, check_choice, check_float, check_int
 
-FlowSampler = Literal["euler", "heun", "midpoint"]
+FlowSampler = Literal["euler", "heun", "midpoint", "dpmpp_2m", "dpmpp_2m_sde"]
 TimestepSampling = Literal["uniform", "logit_normal"]
 FLOW_SAMPLERS: tuple[str, ...] = get_args(FlowSampler)
 TIMESTEP_SAMPLINGS: tuple[str, ...] = get_args(TimestepSampling)
 #: what the network's time input is multiplied by: t ∈ [0, 1] → t·1000, the range of the course's embeddings
 TIME_SCALE = 1000.0
+#: the samplers that read the flow as a denoiser and run chapter 06's DPM-Solver++(2M) on it (N calls each)
+FLOW_DPM_SAMPLERS: tuple[str, ...] = ("dpmpp_2m", "dpmpp_2m_sde")
+#: their default noise levels σ = t/(1 − t): EDM's karras grid (Karras et al. 2022, Table 1)
+FLOW_DPM_SIGMA_MAX, FLOW_DPM_SIGMA_MIN = 80.0, 0.002
 
 
 # ============================================================================ the straight path
@@ -122,6 +126,19 @@ def flow_sigmas(num_steps: int, *, shift: float = 1.0, num_train_timesteps: int 
     return torch.cat([torch.from_numpy(grid).float(), torch.zeros(1)])
 
 
+def flow_dpm_sigmas(num_steps: int, *, shift: float = 1.0, sigma_max: float = FLOW_DPM_SIGMA_MAX,
+                    sigma_min: float = FLOW_DPM_SIGMA_MIN) -> torch.Tensor:
+    """The grid of times (descending, ending at 0, float32) of the ``dpmpp_2m`` samplers of :func:`sample_flow`:
+    EDM's karras noise levels σ from ``sigma_max`` to ``sigma_min`` (ρ = 7) read as flow times
+    t = σ/(1 + σ) (x_t/(1 − t) = x₀ + σ·ε: the straight path is the diffusion path at noise level σ,
+    chapter 12 §4), then shifted. t = 1 (σ = ∞) is never asked, as a diffusion model is never asked σ = ∞."""
+    from .solvers import karras_sigmas
+
+    noise_levels = karras_sigmas(num_steps, sigma_min, sigma_max).double()[:-1]  # (N,), descending
+    times = shift_sigmas(noise_levels / (1 + noise_levels), check_shift(shift))
+    return torch.cat([times, times.new_zeros(1)]).float()
+
+
 def flow_timesteps(sigmas: torch.Tensor, *, time_scale: float = TIME_SCALE) -> torch.Tensor:
     """What the network is told at each grid time: σ·time_scale (diffusers' ``scheduler.timesteps``)."""
     return sigmas[:-1] * time_scale
@@ -167,18 +184,55 @@ def flow_midpoint_step(velocity_fn: VelocityFn, x: torch.Tensor, sigma: float, s
 
 
 def flow_network_evaluations(sampler: FlowSampler, num_steps: int) -> int:
-    """Network calls of ``num_steps`` steps: N for euler, 2N − 1 for heun (no correction on the last
-    step, to t = 0), 2N for midpoint."""
+    """Network calls of ``num_steps`` steps: N for euler and both dpmpp samplers, 2N − 1 for heun (no
+    correction on the last step, to t = 0), 2N for midpoint."""
     check_choice("sampler", sampler, FLOW_SAMPLERS)
     num_steps = check_int("num_steps", num_steps, min_value=1)
-    return {"euler": num_steps, "heun": 2 * num_steps - 1, "midpoint": 2 * num_steps}[sampler]
+    return {"heun": 2 * num_steps - 1, "midpoint": 2 * num_steps}.get(sampler, num_steps)
 
 
 def flow_steps_for_nfe(sampler: FlowSampler, nfe: int) -> int:
     """The most steps ``sampler`` can take within ``nfe`` network calls (at least 1)."""
     check_choice("sampler", sampler, FLOW_SAMPLERS)
     nfe = check_int("nfe", nfe, min_value=1)
-    return {"euler": nfe, "heun": (nfe + 1) // 2, "midpoint": max(1, nfe // 2)}[sampler]
+    return {"heun": (nfe + 1) // 2, "midpoint": max(1, nfe // 2)}.get(sampler, nfe)
+
+
+def flow_denoiser(velocity_fn: VelocityFn) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """The velocity model read as chapter 06's σ-denoiser D(x, σ) = x̂₀ for x = x₀ + σ·ε (chapter 12 §4).
+
+    The point x on the diffusion path at noise level σ is the point x_t = x/(1 + σ) of the straight
+    path at t = σ/(1 + σ), and there x̂₀ = x_t − t·v (:func:`x0_from_velocity`). So every σ-solver of
+    :mod:`course_lib.solvers` samples a flow model — what diffusers does for SD3 with
+    ``DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")``.
+    """
+    def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        t = sigma / (1 + sigma)
+        x_t = x / (1 + sigma)  # (1 − t)·x
+        return x0_from_velocity(x_t, velocity_fn(x_t, t), t)
+
+    return denoiser
+
+
+def _walk_dpm(velocity_fn: VelocityFn, noise: torch.Tensor, times: Sequence[float], sampler: str,
+              generator: torch.Generator | None, path: list[torch.Tensor] | None) -> torch.Tensor:
+    """DPM-Solver++(2M) (``dpmpp_2m``) or its SDE version (``dpmpp_2m_sde``) on :func:`flow_denoiser`,
+    over the flow times ``times`` read as noise levels σ = t/(1 − t); x after each step (in flow
+    coordinates, x_t = x/(1 + σ)) goes to ``path``."""
+    from .solvers import SIGMA_SOLVERS
+
+    if times[0] >= 1:
+        raise ValueError(f"sigmas must start below t = 1 for sampler={sampler!r} (it reads t as the noise level "
+                         "σ = t/(1 − t), infinite at 1); use flow_dpm_sigmas(num_steps)")
+    levels = torch.tensor([t / (1 - t) for t in times], dtype=torch.float64)  # (N + 1,), descending to 0
+
+    def keep(i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        if path is not None:
+            path.append((x / (1 + float(levels[i + 1]))).cpu())
+
+    extra = {"generator": generator} if sampler == "dpmpp_2m_sde" else {}
+    # the static at t_0 < 1 is x = σ_0·ε in diffusion coordinates (the picture's (1 − t_0)·x₀ is negligible)
+    return SIGMA_SOLVERS[sampler](flow_denoiser(velocity_fn), noise * float(levels[0]), levels, callback=keep, **extra)
 
 
 # ============================================================================ the sampling loop
@@ -221,8 +275,11 @@ def sample_flow(
     """Samples from a velocity model by integrating dx/dt = v_θ(x, t) from t = 1 (static) to t = 0 (chapter 12).
 
     ``model(x, t·time_scale, cond=None)`` returns the velocity, shaped like x. ``sampler``: ``euler`` |
-    ``heun`` | ``midpoint`` (N, 2N − 1 and 2N network calls); the times are :func:`flow_sigmas`
-    (``num_steps``, ``shift``, ``num_train_timesteps``), or ``sigmas`` given directly (descending, ending
+    ``heun`` | ``midpoint`` (N, 2N − 1 and 2N network calls) on the times :func:`flow_sigmas`
+    (``num_steps``, ``shift``, ``num_train_timesteps``); or ``dpmpp_2m`` | ``dpmpp_2m_sde`` (N calls):
+    chapter 06's DPM-Solver++(2M) for the ODE or the SDE on the flow read as a denoiser
+    (:func:`flow_denoiser`), on the times :func:`flow_dpm_sigmas` (``num_steps``, ``shift``); the SDE
+    version draws its fresh noise from ``generator``. Or ``sigmas`` given directly (descending, ending
     at 0; then ``num_steps`` and ``shift`` are not used; a float64 grid is kept, and the model then gets
     float64 times). ``noise``: the starting static instead of
     a draw from ``generator``.
@@ -247,7 +304,9 @@ def sample_flow(
         raise ValueError(f"shape must be a sequence of sizes like (B, C, H, W), got {shape!r}") from None
     if not shape or min(shape) < 1:
         raise ValueError(f"shape must be a sequence of positive sizes like (B, C, H, W), got {shape!r}")
-    if sigmas is None:
+    if sigmas is None and sampler in FLOW_DPM_SAMPLERS:
+        sigmas = flow_dpm_sigmas(num_steps, shift=shift)
+    elif sigmas is None:
         sigmas = flow_sigmas(num_steps, shift=shift, num_train_timesteps=num_train_timesteps)
     else:
         sigmas = torch.as_tensor(sigmas).cpu()
@@ -288,6 +347,9 @@ def sample_flow(
         else:
             x = noise.to(dev)
         path = [x.cpu()] if return_trajectory else []
+        if sampler in FLOW_DPM_SAMPLERS:
+            x = _walk_dpm(velocity_fn, x, grid, sampler, generator, path if return_trajectory else None)
+            return FlowSampleResult(x, path, sigmas) if return_trajectory else x
         for i in tqdm(range(len(grid) - 1), disable=not progress, desc=f"flow {sampler}", leave=False):
             s, s_next = grid[i], grid[i + 1]
             if sampler == "euler":

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .evaluation import Batch, sample_in_batches
-from .flow import FLOW_SAMPLERS, FlowSampler, check_shift, flow_network_evaluations, sample_flow
+from .flow import FLOW_DPM_SAMPLERS, FLOW_SAMPLERS, FlowSampler, check_shift, flow_network_evaluations, sample_flow
 from .metrics import fid
 from .samplers import DISCRETE_SAMPLERS, SAMPLERS, Sampler, sample
 from .schedules import SPACINGS, NoiseSchedule, Spacing
@@ -243,6 +243,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 FLOW_TABLE_NFE: tuple[int, ...] = (1, 2, 4, 10, 20)
 
 
+#: how the table names the flow samplers that are not a plain capitalised word
+FLOW_SAMPLER_NAMES: dict[str, str] = {"dpmpp_2m": "DPM-Solver++(2M)", "dpmpp_2m_sde": "SDE-DPM-Solver++(2M)"}
+
+
 @dataclass(frozen=True)
 class FlowRowConfig:
     """One flow row: which velocity model (``model``: a name, e.g. ``flow`` or ``reflow``), its sampler
@@ -264,18 +268,22 @@ class FlowRowConfig:
 
     @property
     def label(self) -> str:
-        """E.g. ``flow Euler-10`` or ``reflow midpoint-2 shift 3``."""
-        name = f"{self.model} {self.sampler.capitalize()}-{self.num_steps}"
+        """E.g. ``flow Euler-10``, ``reflow Midpoint-2 shift 3`` or ``flow SDE-DPM-Solver++(2M)-10``."""
+        sampler = FLOW_SAMPLER_NAMES.get(self.sampler, self.sampler.capitalize())
+        name = f"{self.model} {sampler}-{self.num_steps}"
         return name + (f" shift {self.shift:g}" if self.shift != 1.0 else "")
 
 
 def flow_table_configs(models: Sequence[str] = ("flow", "reflow"), *, nfe: Sequence[int] = FLOW_TABLE_NFE,
                        shift: float = 1.0) -> list[FlowRowConfig]:
-    """Euler at every budget in ``nfe`` and midpoint at every even one, for each named model."""
+    """Euler at every budget in ``nfe`` and midpoint at every even one, for each named model; then, at
+    every budget of at least 2 calls, chapter 06's DPM-Solver++(2M) and its SDE version on the flow
+    read as a denoiser (:func:`course_lib.flow.flow_denoiser`)."""
     rows = []
     for name in models:
         rows += [FlowRowConfig(name, "euler", n, shift) for n in nfe]
         rows += [FlowRowConfig(name, "midpoint", n // 2, shift) for n in nfe if n >= 2 and n % 2 == 0]
+        rows += [FlowRowConfig(name, dpm, n, shift) for dpm in FLOW_DPM_SAMPLERS for n in nfe if n >= 2]
     return rows
 
 
@@ -298,7 +306,7 @@ def flow_steps_vs_quality(
     for config in tqdm(configs, disable=not progress, desc="flow samplers", leave=False):
         def draw(b: Batch, c: FlowRowConfig = config) -> torch.Tensor:
             return sample_flow(models[c.model], tuple(b.noise.shape), sampler=c.sampler, num_steps=c.num_steps,
-                               shift=c.shift, noise=b.noise)
+                               shift=c.shift, noise=b.noise, generator=b.generator)
 
         tic = time.perf_counter()
         fake = sample_in_batches(draw, n_samples, batch_size=batch_size, seed=seed + 1, seeds="per_batch",

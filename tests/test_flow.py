@@ -313,8 +313,9 @@ def test_flow_rows_of_the_steps_table():
     from course_lib.steps_table import FlowRowConfig, best_ratio_within, flow_steps_vs_quality, flow_table_configs
 
     configs = flow_table_configs(("flow",))
-    assert [c.nfe for c in configs] == [1, 2, 4, 10, 20, 2, 4, 10, 20]
+    assert [c.nfe for c in configs] == [1, 2, 4, 10, 20, 2, 4, 10, 20] + [2, 4, 10, 20] * 2
     assert configs[3].label == "flow Euler-10" and FlowRowConfig("reflow", "midpoint", 2, 3.0).label == "reflow Midpoint-2 shift 3"
+    assert configs[-1].label == "flow SDE-DPM-Solver++(2M)-20"
     seen = []
 
     def model(x, t, cond=None):
@@ -331,3 +332,33 @@ def test_flow_rows_of_the_steps_table():
         flow_steps_vs_quality({"flow": model}, real, [FlowRowConfig("reflow", "euler", 1)], 3)
     with pytest.raises(ValueError, match="shift"):
         FlowRowConfig("flow", "euler", 1, shift=0.0)
+
+
+def test_dpm_samplers_read_the_flow_as_a_denoiser():
+    """dpmpp_2m / dpmpp_2m_sde (chapter 06's solvers on flow_denoiser): on the exact velocity of a Gaussian
+    data law both land on it; the grid is EDM's karras σ read as t = σ/(1 + σ); a grid from t = 1 is refused."""
+    from course_lib.flow import flow_denoiser, flow_dpm_sigmas
+    from course_lib.solvers import karras_sigmas
+
+    mu, sd = 2.0, 0.5
+
+    def v_star(x, t, cond=None):
+        t = t[:, None] / 1000
+        var = (1 - t) ** 2 * sd**2 + t**2
+        return -mu + (t - (1 - t) * sd**2) / var * (x - (1 - t) * mu)
+
+    for sampler, steps in (("dpmpp_2m", 20), ("dpmpp_2m_sde", 100)):  # the SDE's fresh noise needs more steps to settle
+        out = sample_flow(v_star, (20000, 1), sampler=sampler, num_steps=steps, generator=torch.Generator().manual_seed(0))
+        assert abs(out.mean().item() - mu) < 0.03 and abs(out.std().item() - sd) < 0.03, sampler
+    grid = flow_dpm_sigmas(10)
+    levels = karras_sigmas(10, 0.002, 80.0)[:-1].double()
+    assert grid[-1] == 0 and len(grid) == 11 and torch.allclose(grid[:-1].double(), levels / (1 + levels), atol=1e-7)
+    assert bool((flow_dpm_sigmas(10, shift=3.0)[1:-1] > grid[1:-1]).all())  # shifted towards the noise
+    # the denoiser's guess x̂₀ from the diffusion-scale point x = x₀ + σ·ε, for a model that knows x₀ = 1
+    x0, eps, sigma = torch.ones(3, 2), torch.randn(3, 2), 4.0
+    t = sigma / (1 + sigma)
+    exact = flow_denoiser(lambda x, tt: (x - x0) / tt)  # v = ε − x₀ = (x_t − x₀)/t on the straight line
+    assert torch.allclose(exact(x0 + sigma * eps, sigma), x0, atol=1e-5)
+    assert t < 1
+    with pytest.raises(ValueError, match="sigmas"):
+        sample_flow(v_star, (2, 1), sampler="dpmpp_2m", sigmas=torch.tensor([1.0, 0.5, 0.0]))
