@@ -40,6 +40,7 @@ import torch
 from .guidance import cfg_model
 from .forward import PREDICTION_TYPES, PredictionType, split_prediction_at
 from .schedules import NoiseSchedule, broadcast_to, sigma_to_t
+from .solvers import flow_denoiser, karras_sigmas, solve_flow
 from .settings import check_bool, check_choice, check_float, check_int
 
 FlowSampler = Literal["euler", "heun", "midpoint", "dpmpp_2m", "dpmpp_2m_sde"]
@@ -132,8 +133,6 @@ def flow_dpm_sigmas(num_steps: int, *, shift: float = 1.0, sigma_max: float = FL
     EDM's karras noise levels σ from ``sigma_max`` to ``sigma_min`` (ρ = 7) read as flow times
     t = σ/(1 + σ) (x_t/(1 − t) = x₀ + σ·ε: the straight path is the diffusion path at noise level σ,
     chapter 12 §4), then shifted. t = 1 (σ = ∞) is never asked, as a diffusion model is never asked σ = ∞."""
-    from .solvers import karras_sigmas
-
     noise_levels = karras_sigmas(num_steps, sigma_min, sigma_max).double()[:-1]  # (N,), descending
     times = shift_sigmas(noise_levels / (1 + noise_levels), check_shift(shift))
     return torch.cat([times, times.new_zeros(1)]).float()
@@ -196,43 +195,6 @@ def flow_steps_for_nfe(sampler: FlowSampler, nfe: int) -> int:
     check_choice("sampler", sampler, FLOW_SAMPLERS)
     nfe = check_int("nfe", nfe, min_value=1)
     return {"heun": (nfe + 1) // 2, "midpoint": max(1, nfe // 2)}.get(sampler, nfe)
-
-
-def flow_denoiser(velocity_fn: VelocityFn) -> Callable[[torch.Tensor, float], torch.Tensor]:
-    """The velocity model read as chapter 06's σ-denoiser D(x, σ) = x̂₀ for x = x₀ + σ·ε (chapter 12 §4).
-
-    The point x on the diffusion path at noise level σ is the point x_t = x/(1 + σ) of the straight
-    path at t = σ/(1 + σ), and there x̂₀ = x_t − t·v (:func:`x0_from_velocity`). So every σ-solver of
-    :mod:`course_lib.solvers` samples a flow model — what diffusers does for SD3 with
-    ``DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")``.
-    """
-    def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        t = sigma / (1 + sigma)
-        x_t = x / (1 + sigma)  # (1 − t)·x
-        return x0_from_velocity(x_t, velocity_fn(x_t, t), t)
-
-    return denoiser
-
-
-def _walk_dpm(velocity_fn: VelocityFn, noise: torch.Tensor, times: Sequence[float], sampler: str,
-              generator: torch.Generator | None, path: list[torch.Tensor] | None) -> torch.Tensor:
-    """DPM-Solver++(2M) (``dpmpp_2m``) or its SDE version (``dpmpp_2m_sde``) on :func:`flow_denoiser`,
-    over the flow times ``times`` read as noise levels σ = t/(1 − t); x after each step (in flow
-    coordinates, x_t = x/(1 + σ)) goes to ``path``."""
-    from .solvers import SIGMA_SOLVERS
-
-    if times[0] >= 1:
-        raise ValueError(f"sigmas must start below t = 1 for sampler={sampler!r} (it reads t as the noise level "
-                         "σ = t/(1 − t), infinite at 1); use flow_dpm_sigmas(num_steps)")
-    levels = torch.tensor([t / (1 - t) for t in times], dtype=torch.float64)  # (N + 1,), descending to 0
-
-    def keep(i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        if path is not None:
-            path.append((x / (1 + float(levels[i + 1]))).cpu())
-
-    extra = {"generator": generator} if sampler == "dpmpp_2m_sde" else {}
-    # the static at t_0 < 1 is x = σ_0·ε in diffusion coordinates (the picture's (1 − t_0)·x₀ is negligible)
-    return SIGMA_SOLVERS[sampler](flow_denoiser(velocity_fn), noise * float(levels[0]), levels, callback=keep, **extra)
 
 
 # ============================================================================ the sampling loop
@@ -348,7 +310,7 @@ def sample_flow(
             x = noise.to(dev)
         path = [x.cpu()] if return_trajectory else []
         if sampler in FLOW_DPM_SAMPLERS:
-            x = _walk_dpm(velocity_fn, x, grid, sampler, generator, path if return_trajectory else None)
+            x = solve_flow(velocity_fn, x, grid, sampler, generator, path if return_trajectory else None)
             return FlowSampleResult(x, path, sigmas) if return_trajectory else x
         for i in tqdm(range(len(grid) - 1), disable=not progress, desc=f"flow {sampler}", leave=False):
             s, s_next = grid[i], grid[i + 1]
@@ -512,8 +474,8 @@ def straightness(trajectory: Sequence[torch.Tensor]) -> float:
 
 
 __all__ = [
-    "FLOW_SAMPLERS", "FlowMatching", "FlowSampleResult", "FlowSampler", "TIMESTEP_SAMPLINGS", "TIME_SCALE",
-    "TimestepSampling", "check_shift", "diffusion_sigmas_as_flow", "flow_alpha_bar", "flow_euler_step",
+    "FLOW_DPM_SAMPLERS", "FLOW_DPM_SIGMA_MAX", "FLOW_DPM_SIGMA_MIN", "FLOW_SAMPLERS", "FlowMatching", "FlowSampleResult", "FlowSampler", "TIMESTEP_SAMPLINGS", "TIME_SCALE",
+    "TimestepSampling", "check_shift", "diffusion_sigmas_as_flow", "flow_alpha_bar", "flow_denoiser", "flow_dpm_sigmas", "flow_euler_step",
     "flow_heun_step", "flow_midpoint_step", "flow_network_evaluations", "flow_path", "flow_sigmas", "flow_steps_for_nfe", "flow_timesteps",
     "noise_from_velocity", "reflow_pairs", "sample_flow", "sample_times", "shift_sigmas", "split_pairs",
     "straightness", "velocity_from_diffusion", "x0_from_velocity",

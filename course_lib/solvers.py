@@ -7,7 +7,8 @@ and sampling is solving the probability-flow ODE dx/dσ = (x − D(x; σ))/σ fr
   integer :func:`course_lib.schedules.timesteps`); the rule "``sigma_max`` only with karras spacing"
   lives in :func:`check_sigma_max`, the one copy that ``samplers.sample``, the steps-vs-quality table
   and chapter 06's validation cell call;
-- the network as an EDM denoiser D(x_σ; σ) ≈ x₀: :class:`DiscreteDenoiser` (a :data:`SigmaDenoiser`);
+- the network as an EDM denoiser D(x_σ; σ) ≈ x₀: :class:`DiscreteDenoiser` (a :data:`SigmaDenoiser`),
+  and a flow-matching velocity model as one: :func:`flow_denoiser`, run by :func:`solve_flow` (chapter 12);
 - the solvers, one plain function each in the style of the papers' algorithms: :func:`sample_euler`,
   :func:`sample_heun` (Karras et al. 2022, Algorithm 1), :func:`sample_dpmpp_2m` (Lu et al. 2022,
   "DPM-Solver++", Algorithm 2) and :func:`sample_dpmpp_2m_sde` (its SDE variant).
@@ -18,7 +19,7 @@ and sampling is solving the probability-flow ODE dx/dσ = (x − D(x; σ))/σ fr
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Literal, get_args
+from typing import Any, Callable, Iterable, Literal, Sequence, get_args
 
 import torch
 from tqdm.auto import tqdm
@@ -249,3 +250,39 @@ SIGMA_SOLVERS: dict[str, Callable[..., torch.Tensor]] = {
 }
 #: σ-solvers that draw fresh noise at every step (they take the sampler's generator)
 STOCHASTIC_SIGMA_SAMPLERS: tuple[str, ...] = ("dpmpp_2m_sde",)
+
+
+# ----------------------------------------------------------------------------- flow models (chapter 12)
+def flow_denoiser(velocity_fn: Callable[[torch.Tensor, float], torch.Tensor]) -> SigmaDenoiser:
+    """The velocity model read as chapter 06's σ-denoiser D(x, σ) = x̂₀ for x = x₀ + σ·ε (chapter 12 §4).
+
+    The point x on the diffusion path at noise level σ is the point x_t = x/(1 + σ) of the straight
+    path at t = σ/(1 + σ), and there x̂₀ = x_t − t·v (``course_lib.flow.x0_from_velocity``). So every
+    σ-solver here samples a flow model (``course_lib.flow.sample_flow``) — what diffusers does for SD3 with
+    ``DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")``.
+    """
+    def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        t = sigma / (1 + sigma)
+        x_t = x / (1 + sigma)  # (1 − t)·x
+        return x_t - t * velocity_fn(x_t, t)
+
+    return denoiser
+
+
+def solve_flow(velocity_fn: Callable[[torch.Tensor, float], torch.Tensor], noise: torch.Tensor, times: Sequence[float],
+               sampler: str, generator: torch.Generator | None, path: list[torch.Tensor] | None) -> torch.Tensor:
+    """DPM-Solver++(2M) (``dpmpp_2m``) or its SDE version (``dpmpp_2m_sde``) on :func:`flow_denoiser`,
+    over the flow times ``times`` read as noise levels σ = t/(1 − t); x after each step (in flow
+    coordinates, x_t = x/(1 + σ)) goes to ``path``."""
+    if times[0] >= 1:
+        raise ValueError(f"sigmas must start below t = 1 for sampler={sampler!r} (it reads t as the noise level "
+                         "σ = t/(1 − t), infinite at 1); use flow_dpm_sigmas(num_steps)")
+    levels = torch.tensor([t / (1 - t) for t in times], dtype=torch.float64)  # (N + 1,), descending to 0
+
+    def keep(i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        if path is not None:
+            path.append((x / (1 + float(levels[i + 1]))).cpu())
+
+    extra = {"generator": generator} if sampler == "dpmpp_2m_sde" else {}
+    # the static at t_0 < 1 is x = σ_0·ε in diffusion coordinates (the picture's (1 − t_0)·x₀ is negligible)
+    return SIGMA_SOLVERS[sampler](flow_denoiser(velocity_fn), noise * float(levels[0]), levels, callback=keep, **extra)
