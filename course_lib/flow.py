@@ -39,6 +39,7 @@ import torch
 
 from .guidance import cfg_model
 from .forward import PREDICTION_TYPES, PredictionType, split_prediction_at
+from .samplers import _infer_device
 from .schedules import NoiseSchedule, broadcast_to, sigma_to_t
 from .solvers import flow_denoiser, karras_sigmas, solve_flow
 from .settings import check_bool, check_choice, check_float, check_int
@@ -207,15 +208,6 @@ class FlowSampleResult(NamedTuple):
     sigmas: torch.Tensor
 
 
-def _device_of(model: Any, generator: torch.Generator | None, device: Any) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.device
-    return generator.device if generator is not None else torch.device("cpu")
-
-
 def sample_flow(
     model: Callable[..., torch.Tensor],
     shape: Sequence[int],
@@ -280,7 +272,7 @@ def sample_flow(
     if noise is not None and (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape):
         got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
         raise ValueError(f"noise (the starting static) must be a tensor of shape {shape}, got {got}")
-    dev = _device_of(model, generator, device)
+    dev = _infer_device(model, generator, device)
     if cond is not None:
         if not isinstance(cond, torch.Tensor) or cond.shape[:1] != shape[:1]:
             got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
