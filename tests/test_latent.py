@@ -1,6 +1,7 @@
 """Chapter 11: the scene world, the autoencoder, cross-attention, the latent pipeline and editing."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -234,3 +235,71 @@ def test_cross_attention_function_exercise_solution_passes_and_wrong_answers_fai
     with pytest.raises(AssertionError, match="✗"):  # forgot the √d
         E.check_cross_attention(lambda q, k, mask: (q @ k.transpose(-1, -2)).masked_fill(
             ~mask[:, None, None, :], float("-inf")).softmax(-1))
+
+
+# ----------------------------------------------------------------------------- chapter 11's shipped weights
+def test_shipped_weights_round_trip_in_float16_and_refuse_another_recipe_or_changed_bytes(tmp_path):
+    from course_lib.checkpoints import CheckpointError, WeightsNotFound
+    from course_lib.latent.shipped import load_shipped_model, save_shipped, shipped_paths
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    identity = {"recipe": [1, 2], "name": "tiny"}
+    digest = save_shipped(net, "tiny", identity, {"steps": 5}, {"score": 0.5}, weights_dir=tmp_path)
+    again, card = load_shipped_model(torch.nn.Linear(3, 2), "tiny", identity, weights_dir=tmp_path)
+    assert card["sha256"] == digest and card["info"] == {"steps": 5} and card["scores"] == {"score": 0.5}
+    assert torch.allclose(again.weight, net.weight, atol=1e-3) and again.weight.dtype == torch.float32
+    assert save_shipped(net, "tiny", identity, {"steps": 5}, {"score": 0.5}, weights_dir=tmp_path) == digest  # same bytes
+    with pytest.raises(CheckpointError, match="another recipe"):
+        load_shipped_model(torch.nn.Linear(3, 2), "tiny", {**identity, "name": "other"}, weights_dir=tmp_path)
+    weights, _ = shipped_paths("tiny", tmp_path)
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 1
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_shipped_model(torch.nn.Linear(3, 2), "tiny", identity, weights_dir=tmp_path)
+    with pytest.raises(WeightsNotFound):
+        load_shipped_model(torch.nn.Linear(3, 2), "missing", identity, weights_dir=tmp_path)
+
+
+@pytest.mark.parametrize("conditioning", ["crossattn", "pooled"])
+def test_cpu_profile_loads_the_shipped_networks_of_its_own_recipe(conditioning, monkeypatch, tmp_path):
+    """The cpu recipe's weights ship (trained by benchmarks/train_latent.py) and load verified, training nothing."""
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)  # the tests' smoke default would win over "cpu"
+    ae, ae_info = latent.autoencoder_model("cpu", progress=False)
+    assert ae_info["shipped"] and ae_info["scale_factor"] > 0
+    model, schedule, info = latent.latent_model("cpu", conditioning, ae=ae, scale_factor=ae_info["scale_factor"], progress=False)
+    assert info["shipped"] and info["steps"] == latent.latent_recipe("cpu").train.steps
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+    pipe = latent.Pipeline(ae, model, schedule, ae_info["scale_factor"], num_steps=2)
+    assert latent.text_to_image(pipe, ["a cat in a red hat on the left"]).shape == (1, 3, 64, 64)
+
+
+def test_both_latent_denoisers_get_the_same_position_map_after_their_stem():
+    from course_lib.models.embeddings import PositionEmbedding
+
+    recipe = latent.latent_recipe("smoke")
+    for conditioning in latent.CONDITIONINGS:
+        model = latent.build_latent_denoiser(recipe, conditioning)
+        maps = [m for m in model.modules() if isinstance(m, PositionEmbedding)]
+        assert len(maps) == 1 and maps[0].pos.shape == (1, recipe.unet.widths[0], 16, 16), conditioning
+    plain = latent.build_latent_denoiser(replace(recipe, position_embedding=False), "crossattn")
+    assert not any(isinstance(m, PositionEmbedding) for m in plain.modules())
+    with pytest.raises(ValueError, match="cannot be added"):
+        PositionEmbedding(8, 16)(torch.zeros(1, 8, 8, 8))
+
+
+
+def test_reading_clauses_makes_a_clause_mean_the_same_wherever_it_stands():
+    recipe = latent.latent_recipe("smoke")
+    model = latent.build_latent_denoiser(recipe, "crossattn").eval()
+    cat, dog = "a cat in a red hat on the left", "a dog with no hat on the right"
+    ids = scene_tokenize([f"{cat} and {dog}", f"{dog} and {cat}"])
+    context, mask = model.encode_prompt(ids)  # (2, 1 + L, D): the start token first
+    n_cat, n_dog = len(cat.split()), len(dog.split())
+    assert torch.allclose(context[0, 1:1 + n_cat], context[1, 2 + n_dog:2 + n_dog + n_cat], atol=1e-5)
+    assert torch.allclose(context[1, 1:1 + n_dog], context[0, 2 + n_cat:2 + n_cat + n_dog], atol=1e-5)
+    whole = latent.build_latent_denoiser(replace(recipe, read_clauses=False), "crossattn").eval()
+    context, _ = whole.encode_prompt(ids)  # one sentence: the same words read differently after "and"
+    assert not torch.allclose(context[0, 1:1 + n_cat], context[1, 2 + n_dog:2 + n_dog + n_cat], atol=1e-3)

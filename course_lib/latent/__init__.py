@@ -13,15 +13,17 @@ scheduler / sampler         cosine schedule, v-prediction, DDIM   scaled-linear,
 guidance                    CFG, s = :data:`DEFAULT_GUIDANCE`     CFG, s = 7.5
 =========================== ===================================== ======================================
 
-Functions, in the order the chapter uses them: :func:`autoencoder_model` (train once, cache,
-verify), :func:`scene_latents`, :func:`latent_model` (the cross-attention or the pooled denoiser
+Functions, in the order the chapter uses them: :func:`autoencoder_model` (shipped, or
+trained once and cached; verified), :func:`scene_latents`, :func:`latent_model` (the cross-attention or the pooled denoiser
 on latents), :func:`text_to_image` (the pipeline), :func:`img2img`, :func:`inpaint`,
 :func:`inversion_edit`, :func:`attention_maps`, and :func:`latent_benchmark` (every figure of
 ``benchmarks/latent.py``).
 
-Modules: :mod:`.pipeline` (recipe, autoencoder, latent denoisers, pipeline), :mod:`.editing`
-(img2img, inpainting, inversion edits, attention maps), :mod:`.measuring` (accuracy, edits, speed, the
-benchmark). Everything is importable from here: ``from course_lib.latent import latent_model``.
+Modules: :mod:`.pipeline` (recipe, autoencoder, latent denoisers, pipeline), :mod:`.shipped` (the
+``cpu`` networks, which ship in ``course_lib/weights``: trained by ``benchmarks/train_latent.py``,
+checked by sha256 and recipe on load), :mod:`.editing` (img2img, inpainting, inversion edits,
+attention maps), :mod:`.measuring` (accuracy, edits, speed, the benchmark). Everything is importable
+from here: ``from course_lib.latent import latent_model``.
 """
 
 from .editing import attention_maps, denoise_from, img2img, inpaint, inversion_edit

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..models.autoencoder import Autoencoder, decode_latents
+from ..models.autoencoder import Autoencoder, decode_latents, psnr
 from ..samplers import sample
 from ..scenes import compositional_prompts, make_scenes, parse_scene_prompt, scene_caption, scene_tokenize
 from ..schedules import make_schedule
@@ -55,8 +55,10 @@ def edit_benchmark(pipe: Pipeline, num_edits: int, *, strengths: Sequence[float]
     """img2img edits of held-out scenes: "give this animal a green hat" as the full caption of the edited scene.
 
     For each strength: ``success`` (the judge sees the whole edited scene: the asked hat changed, the
-    other animal, the places and the background stayed), ``changed`` (the asked hat only) and
-    ``kept`` (every other column). Returns {strength: {...}} and the pictures of the first strength.
+    other animal, the places and the background stayed), ``changed`` (the asked hat only),
+    ``kept`` (every other column) and ``psnr`` (dB, edited vs original picture: the judge reads
+    attributes only, not whether the pose, shape and shading survived). Returns {strength: {...}}
+    and the pictures of the first strength.
     """
     from ..models.scene_judge import judge_scenes
 
@@ -73,6 +75,7 @@ def edit_benchmark(pipe: Pipeline, num_edits: int, *, strengths: Sequence[float]
             "success": float(right.all(1).float().mean()),
             "changed": float((right | ~edited_col).all(1).float().mean()),
             "kept": float((right | edited_col).all(1).float().mean()),
+            "psnr": float(psnr(images, test.images).mean()),  # how close the picture stayed, pixel by pixel
         }
         if k == 0:
             out.update(originals=test.images, edited=images, prompts=prompts)

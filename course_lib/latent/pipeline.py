@@ -5,17 +5,19 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence, get_args
 
 import torch
 
-from ..checkpoints import has_checkpoint, load_checkpoint, read_state, save_checkpoint, state_dict_into
+from ..checkpoints import CheckpointError, has_checkpoint, load_checkpoint, read_state, save_checkpoint, state_dict_into
 from ..models.autoencoder import (
-    Autoencoder, AutoencoderConfig, AutoencoderObjective, decode_latents, encode_latents, latent_scale_factor, psnr,
+    Autoencoder, AutoencoderConfig, AutoencoderObjective, decode_latents, encode_latents, kl_to_standard_normal,
+    latent_scale_factor, psnr,
 )
 from ..models.cross_attention import CrossAttentionConfig, CrossAttentionUNet
+from ..models.embeddings import PositionEmbedding
 from ..models.text import PromptDenoiser, TextEncoder, TextEncoderConfig
 from ..models.unet import UNet, UNetConfig
 from ..samplers import sample
@@ -23,12 +25,14 @@ from ..scenes import MAX_SCENE_PROMPT_LENGTH, SCENE_VOCAB, make_scenes, scene_to
 from ..schedules import NoiseSchedule, make_schedule
 from ..settings import Profile, check_bool, check_choice, check_float, check_int, resolve_profile, runs_dir
 from ..training import TrainConfig, train
+from .shipped import load_shipped_model
 
 LATENT_SCHEDULE = "cosine"
 LATENT_PREDICTION_TYPE = "v_prediction"  # as chapter 08: v keeps x̂₀ accurate at the cosine schedule's noisy end
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_STRENGTH = 0.6
 DATA_SEED, TEST_SEED = 11, 12
+AutoencoderLoss = Literal["l1", "mse"]
 Conditioning = Literal["crossattn", "pooled"]  # per-word cross-attention, or chapter 08's pooled vector
 CONDITIONINGS: tuple[str, ...] = get_args(Conditioning)
 
@@ -38,7 +42,7 @@ class LatentRecipe:
     """Everything a profile trains: the autoencoder, the two latent denoisers, and how they are measured."""
 
     autoencoder: AutoencoderConfig
-    ae_phases: tuple[tuple[int, int, float], ...]  # (steps, batch, peak lr) per phase; each restarts AdamW + cosine
+    ae_phases: tuple[tuple[int, int, float, AutoencoderLoss], ...]  # (steps, batch, peak lr, loss); each restarts AdamW
     ae_crop: int  # the autoencoder trains on random crops (it is fully convolutional)
     num_images: int  # training scenes
     unet: UNetConfig  # the latent denoiser, without its conditioning
@@ -47,6 +51,9 @@ class LatentRecipe:
     num_steps: int  # DDIM steps when sampling
     per_prompt: int  # benchmark samples per prompt
     num_edits: int  # benchmark img2img edits
+    shipped: bool = False  # True: the weights ship in course_lib/weights (trained by benchmarks/train_latent.py)
+    position_embedding: bool = True  # a learned position map after the stem: lets two hats on two sides differ
+    read_clauses: bool = True  # cross-attention's text encoder reads each "… and …" clause on its own
 
 
 def latent_recipe(profile: Profile = "auto") -> LatentRecipe:
@@ -56,24 +63,25 @@ def latent_recipe(profile: Profile = "auto") -> LatentRecipe:
                              num_heads=4, out_dim=64)
     if prof == "smoke":
         return LatentRecipe(
-            AutoencoderConfig(width=8, latent_width=8), ae_phases=((3, 4, 2e-3),), ae_crop=32, num_images=48,
+            AutoencoderConfig(width=8, latent_width=8), ae_phases=((3, 4, 2e-3, "l1"),), ae_crop=32, num_images=48,
             unet=UNetConfig(image_size=16, in_channels=4, base_channels=8, channel_mults=(1, 2), attention_resolutions=(),
                             norm_groups=4, head_channels=8),
             text=replace(text, width=16, num_heads=2, out_dim=16, num_layers=1),
             train=TrainConfig(steps=3, batch_size=8, lr=2e-3, warmup=1, checkpoint_every=0, ema_decay=0.9,
                               cond_drop_prob=0.1, prediction_type=LATENT_PREDICTION_TYPE),
             num_steps=3, per_prompt=1, num_edits=4)
-    if prof == "cpu":
+    if prof == "cpu":  # shipped: trained once by benchmarks/train_latent.py (the card holds the measured scores)
         return LatentRecipe(
-            AutoencoderConfig(), ae_phases=((1500, 32, 2e-3), (3000, 16, 1e-3)), ae_crop=32, num_images=6000,
+            AutoencoderConfig(), ae_phases=((3000, 32, 2e-3, "l1"), (6000, 32, 1e-3, "l1"), (2000, 32, 3e-4, "mse")),
+            ae_crop=32, num_images=6000,
             unet=UNetConfig(image_size=16, in_channels=4, base_channels=32, channel_mults=(1, 2), attention_resolutions=(8,),
                             norm_groups=8, head_channels=32),
             text=text,
-            train=TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup=50, checkpoint_every=100, ema_decay=0.995,
+            train=TrainConfig(steps=8000, batch_size=64, lr=2e-3, warmup=200, checkpoint_every=500, ema_decay=0.999,
                               cond_drop_prob=0.1, prediction_type=LATENT_PREDICTION_TYPE),
-            num_steps=25, per_prompt=8, num_edits=40)
+            num_steps=25, per_prompt=32, num_edits=100, shipped=True)
     return LatentRecipe(
-        AutoencoderConfig(width=64, latent_width=128), ae_phases=((6000, 64, 1e-3),), ae_crop=64,
+        AutoencoderConfig(width=64, latent_width=128), ae_phases=((6000, 64, 1e-3, "l1"),), ae_crop=64,
         num_images=20000,
         unet=UNetConfig(image_size=16, in_channels=4, base_channels=64, channel_mults=(1, 2), attention_resolutions=(8,),
                         num_res_blocks=2, norm_groups=16, head_channels=32),
@@ -94,57 +102,75 @@ def _random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -
 
 
 # ----------------------------------------------------------------------------- the autoencoder
+def autoencoder_identity(recipe: LatentRecipe) -> dict[str, Any]:
+    """What makes one autoencoder run: its config, phases, crops and training data (checked on every load)."""
+    return {"config": recipe.autoencoder.to_dict(), "phases": [list(p) for p in recipe.ae_phases], "crop": recipe.ae_crop,
+            "num_images": recipe.num_images, "data_seed": DATA_SEED}
+
+
+def _phase_loss(objective: AutoencoderObjective, model: Autoencoder, x: torch.Tensor, loss: str,
+                gen: torch.Generator) -> torch.Tensor:
+    """One phase's loss: ``"l1"`` (SD's: sharp edges) or ``"mse"`` (the squared error PSNR measures), each + β·KL."""
+    if loss == "l1":
+        return objective.loss(model, x, None, gen)
+    recon, mean, logvar = model(x, gen)
+    kl = kl_to_standard_normal(mean, logvar).mean() / x[0].numel()
+    return (recon - x).pow(2).mean() + objective.kl_weight * kl
+
+
 def autoencoder_model(profile: Profile = "auto", *, run_dir: str | os.PathLike | None = None, retrain: bool = False,
                       progress: bool = True) -> tuple[Autoencoder, dict[str, Any]]:
-    """The chapter's autoencoder, trained once on ``make_scenes(num_images, seed=DATA_SEED)`` and cached.
+    """The chapter's autoencoder: shipped (``cpu``), or trained once on ``make_scenes(num_images, seed=DATA_SEED)`` and cached.
 
-    Training: :class:`AutoencoderObjective` (L1 + β·KL, β = 10⁻⁶ of the summed L1) with AdamW and a
-    cosine learning rate, on random crops. A finished checkpoint in ``run_dir`` (default
-    ``runs/latent-ae-<profile>``) is loaded after its sha256 and its recipe are checked
-    (CheckpointError on a mismatch; ``retrain=True`` trains afresh). Returns ``(model, info)``;
-    info: ``scale_factor`` (1/std of the training latents), ``train_seconds``, ``steps``,
-    ``losses``, ``cached``, ``config``, ``run_dir``.
+    ``cpu`` profile: the weights in ``course_lib/weights/latent_ae.*`` (:mod:`.shipped`; trained by
+    ``benchmarks/train_latent.py`` with this very recipe), verified by sha256 and recipe. Otherwise,
+    or with ``retrain=True`` or a ``run_dir``: the recipe's phases, each AdamW with warm-up and a
+    cosine learning rate on random crops, with :class:`AutoencoderObjective` (L1 + β·KL, β = 10⁻⁶
+    of the summed L1) or, in an ``"mse"`` phase, the squared error of the posterior mean + β·KL.
+    A finished checkpoint in ``run_dir`` (default ``runs/latent-ae-<profile>``) is loaded after its
+    sha256 and its recipe are checked (CheckpointError on a mismatch; ``retrain=True`` trains
+    afresh). Returns ``(model, info)``; info: ``scale_factor`` (1/std of the training latents),
+    ``train_seconds``, ``steps``, ``losses``, ``cached``, ``shipped``, ``config``, ``run_dir``.
     """
     check_bool("retrain", retrain)
     prof = resolve_profile(profile)
     recipe = latent_recipe(prof)
-    cfg = recipe.autoencoder
-    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"latent-ae-{prof}"
-    identity = {"config": cfg.to_dict(), "phases": [list(p) for p in recipe.ae_phases], "crop": recipe.ae_crop,
-                "num_images": recipe.num_images, "data_seed": DATA_SEED}
+    identity = autoencoder_identity(recipe)
     torch.manual_seed(0)
-    model = Autoencoder(cfg)
+    model = Autoencoder(recipe.autoencoder)
+    if recipe.shipped and run_dir is None and not retrain:
+        model, card = load_shipped_model(model, "latent_ae", identity)
+        return model, {**card["info"], "cached": True, "shipped": True, "run_dir": None}
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"latent-ae-{prof}"
     if has_checkpoint(run_dir) and not retrain:
         tensors, state = load_checkpoint(run_dir)  # verifies the sha256
         if state.get("identity") != identity:
-            from ..checkpoints import CheckpointError
             raise CheckpointError(f"{run_dir} holds an autoencoder of another recipe ({state.get('identity')}); "
                                   "pass retrain=True or another run_dir")
         state_dict_into(model, tensors, "model.")
-        return model.eval(), {**state["info"], "cached": True, "run_dir": str(run_dir)}
+        return model.eval(), {**state["info"], "cached": True, "shipped": False, "run_dir": str(run_dir)}
     data = make_scenes(recipe.num_images, seed=DATA_SEED).images
-    objective = AutoencoderObjective(cfg.kl_weight)
+    objective = AutoencoderObjective(recipe.autoencoder.kl_weight)
     losses: list[float] = []
     tic = time.perf_counter()
     from tqdm.auto import tqdm
 
-    for phase, (steps, batch, peak) in enumerate(recipe.ae_phases):
+    for phase, (steps, batch, peak, kind) in enumerate(recipe.ae_phases):
         gen = torch.Generator().manual_seed(phase)
         opt = torch.optim.AdamW(model.parameters(), lr=peak)
-        warmup = 50 if phase == 0 else 0
-        for step in tqdm(range(steps), disable=not progress, desc=f"autoencoder, phase {phase + 1}"):
-            lr = peak * min(1.0, (step + 1) / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for step in tqdm(range(steps), disable=not progress, desc=f"autoencoder, phase {phase + 1} ({kind})"):
+            lr = peak * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
             for group in opt.param_groups:
                 group["lr"] = lr
             idx = torch.randint(0, len(data), (batch,), generator=gen)
-            loss = objective.loss(model, _random_crops(data[idx], recipe.ae_crop, gen), None, gen)
+            loss = _phase_loss(objective, model, _random_crops(data[idx], recipe.ae_crop, gen), kind, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(round(float(loss.detach()), 5))
     seconds = time.perf_counter() - tic
     info = _save_autoencoder(run_dir, model.eval(), data, identity, seconds, losses, prof)
-    return model, {**info, "cached": False, "run_dir": str(run_dir)}
+    return model, {**info, "cached": False, "shipped": False, "run_dir": str(run_dir)}
 
 
 def _save_autoencoder(run_dir: Path, model: Autoencoder, data: torch.Tensor, identity: dict, seconds: float,
@@ -176,7 +202,10 @@ def build_latent_denoiser(recipe: LatentRecipe, conditioning: Conditioning = "cr
     ``conditioning="crossattn"``: :class:`CrossAttentionUNet` (per-word vectors, cross-attention at
     every level); ``"pooled"``: chapter 08's :class:`PromptDenoiser` (one pooled prompt vector added
     to the time embedding), same U-Net and text encoder. ``pixel=True`` builds the same network for
-    64×64×3 pixels (a 2×2 patchify stem, so that its levels run at 32×32 and 16×16).
+    64×64×3 pixels (a 2×2 patchify stem, so that its levels run at 32×32 and 16×16). With
+    ``recipe.position_embedding`` both get a learned :class:`PositionEmbedding` after their stem; with
+    ``recipe.read_clauses`` the cross-attention model's text encoder reads each clause of a prompt on
+    its own (:meth:`CrossAttentionUNet.clauses`; the pooled model reads the whole prompt, as in chapter 08).
     """
     check_choice("conditioning", conditioning, CONDITIONINGS)
     unet = recipe.unet
@@ -185,39 +214,62 @@ def build_latent_denoiser(recipe: LatentRecipe, conditioning: Conditioning = "cr
                        attention_resolutions=(unet.attention_resolutions and (16,)) or ())
     torch.manual_seed(recipe.train.seed)
     if conditioning == "pooled":
-        return PromptDenoiser(UNet(replace(unet, cond_dim=recipe.text.out_dim)), TextEncoder(recipe.text))
-    cross = tuple(r for r in unet.resolutions if r <= 16)
-    return CrossAttentionUNet(CrossAttentionConfig(unet, recipe.text, cross))
+        model: torch.nn.Module = PromptDenoiser(UNet(replace(unet, cond_dim=recipe.text.out_dim)), TextEncoder(recipe.text))
+    else:
+        separator = SCENE_VOCAB.index("and") if recipe.read_clauses else None
+        model = CrossAttentionUNet(CrossAttentionConfig(unet, recipe.text, tuple(r for r in unet.resolutions if r <= 16),
+                                                        clause_separator=separator))
+    if recipe.position_embedding:
+        owner = model.unet if isinstance(model, PromptDenoiser) else model  # the module whose forward calls .stem
+        owner.stem = torch.nn.Sequential(owner.stem, PositionEmbedding(unet.widths[0], unet.resolutions[0]))
+    return model
+
+
+def latent_identity(recipe: LatentRecipe, conditioning: Conditioning) -> dict[str, Any]:
+    """What makes one shipped latent denoiser: its networks, training recipe, data and the autoencoder's recipe."""
+    clauses = {"read_clauses": recipe.read_clauses} if conditioning == "crossattn" else {}  # pooled reads whole prompts
+    return {**clauses, "conditioning": conditioning, "unet": recipe.unet.to_dict(), "text": recipe.text.to_dict(),
+            "train": asdict(recipe.train), "schedule": LATENT_SCHEDULE, "num_images": recipe.num_images,
+            "position_embedding": recipe.position_embedding, "data_seed": DATA_SEED,
+            "autoencoder": autoencoder_identity(recipe)}
 
 
 def latent_model(profile: Profile = "auto", conditioning: Conditioning = "crossattn", *, ae: Autoencoder | None = None,
                  scale_factor: float | None = None, run_dir: str | os.PathLike | None = None, retrain: bool = False,
                  progress: bool = True, device: str | torch.device | None = None,
                  ) -> tuple[torch.nn.Module, NoiseSchedule, dict[str, Any]]:
-    """A latent denoiser trained on the scaled latents of the training scenes and their captions, cached.
+    """A latent denoiser trained on the scaled latents of the training scenes and their captions: shipped or cached.
 
-    :func:`course_lib.training.train` on ``(scene_latents, scene_tokenize(captions))`` with condition
-    dropout 0.1 (classifier-free guidance), v-prediction on the cosine schedule; run directory
-    ``runs/latent-<conditioning>-<profile>``, verified on load (sha256, configs, data). Returns
-    ``(ema_model, schedule, info)``.
+    ``cpu`` profile: the EMA weights in ``course_lib/weights/latent_<conditioning>.*`` (trained by
+    ``benchmarks/train_latent.py`` with this recipe on the shipped autoencoder's latents), verified
+    by sha256 and recipe. Otherwise, or with ``retrain=True`` or a ``run_dir``:
+    :func:`course_lib.training.train` on ``(scene_latents, scene_tokenize(captions))`` with
+    condition dropout 0.1 (classifier-free guidance), v-prediction on the cosine schedule; run
+    directory ``runs/latent-<conditioning>-<profile>``, verified on load (sha256, configs, data).
+    Returns ``(ema_model, schedule, info)``.
     """
     check_choice("conditioning", conditioning, CONDITIONINGS)
+    check_bool("retrain", retrain)
     prof = resolve_profile(profile)
     recipe = latent_recipe(prof)
     if ae is None or scale_factor is None:
-        ae, ae_info = autoencoder_model(prof, progress=progress)
+        ae, ae_info = autoencoder_model(prof, progress=progress, retrain=retrain)
         scale_factor = ae_info["scale_factor"]
+    schedule = make_schedule(LATENT_SCHEDULE)
+    if recipe.shipped and run_dir is None and not retrain:
+        model, card = load_shipped_model(build_latent_denoiser(recipe, conditioning), f"latent_{conditioning}",
+                                         latent_identity(recipe, conditioning))
+        return model, schedule, {**card["info"], "cached": True, "shipped": True, "run_dir": None}
     data = make_scenes(recipe.num_images, seed=DATA_SEED)
     z = scene_latents(ae, data.images, scale_factor)
     tokens = scene_tokenize(data.captions)
     run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"latent-{conditioning}-{prof}"
     cached = not retrain and has_checkpoint(run_dir) and int(read_state(run_dir).get("step", -1)) >= recipe.train.steps
-    schedule = make_schedule(LATENT_SCHEDULE)
     result = train(build_latent_denoiser(recipe, conditioning), schedule, (z, tokens), recipe.train, run_dir=run_dir,
                    resume=not retrain, device=device, progress=progress)
-    info = {"train_seconds": result.seconds, "steps": result.steps, "losses": result.losses, "cached": cached,
-            "profile": prof, "run_dir": str(run_dir), "conditioning": conditioning, "scale_factor": scale_factor,
-            "num_parameters": sum(p.numel() for p in result.ema_model.parameters())}
+    info = {"train_seconds": result.seconds, "steps": result.steps, "losses": result.losses[::10], "cached": cached,
+            "shipped": False, "profile": prof, "run_dir": str(run_dir), "conditioning": conditioning,
+            "scale_factor": scale_factor, "num_parameters": sum(p.numel() for p in result.ema_model.parameters())}
     return result.ema_model.eval(), schedule, info
 
 

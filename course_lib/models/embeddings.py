@@ -9,6 +9,8 @@
   needs: the same network then predicts both ε(x_t, c) and ε(x_t, ∅).
 - :class:`VectorEmbedding` projects a conditioning vector (a text or attribute embedding); a row
   of NaNs (or ``cond=None``) means "no condition" and maps to a learned empty vector.
+- :class:`PositionEmbedding` tells every pixel *where* it is: a learned (C, H, W) map added to a
+  feature map, as ViT and DiT add one to their patch tokens (chapter 11).
 """
 
 from __future__ import annotations
@@ -102,3 +104,24 @@ class VectorEmbedding(nn.Module):
         # zero the empty rows *before* the projection so NaNs never reach a gradient
         out = self.proj(torch.where(empty, torch.zeros_like(cond), cond).to(self.empty.dtype))
         return torch.where(empty, self.empty[None].to(out.dtype), out)
+
+
+class PositionEmbedding(nn.Module):
+    """A learned position map (1, C, H, W) added to the features: ``x + pos`` (Dosovitskiy et al. 2021, §3.1).
+
+    Convolutions see only a neighbourhood, and attention sees a set: neither knows where on the
+    picture a pixel is, except through the zero padding at the border. Chapter 11's small latent
+    U-Net gets this after its stem, so that a query of cross-attention on the left half can ask for
+    the words of "on the left" (two dogs with hats of two colours differ only in where they stand).
+    """
+
+    def __init__(self, channels: int, size: int) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, check_int("channels", channels, min_value=1),
+                                            check_int("size", size, min_value=1), size) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1:] != self.pos.shape[1:]:
+            raise ValueError(f"PositionEmbedding of shape {tuple(self.pos.shape[1:])} cannot be added to features "
+                             f"{tuple(x.shape)}")
+        return x + self.pos

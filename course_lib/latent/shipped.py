@@ -1,0 +1,68 @@
+"""Chapter 11's shipped weights: the ``cpu`` autoencoder and latent denoisers, trained once by ``benchmarks/train_latent.py``.
+
+Training chapter 11's three networks well takes longer on a laptop CPU than a chapter may (about
+an hour on the 2-core reference machine, against 10 minutes for the chapter and 30 for the whole
+course), so the ``cpu`` profile loads them from ``course_lib/weights`` the way the scene judge and
+the digit classifier are loaded: each file's sha256 is checked against its card, and the card's
+recipe must equal the recipe the code asks for (a file trained for another recipe is refused, not
+silently used). ``retrain=True`` in :func:`~course_lib.latent.autoencoder_model` and
+:func:`~course_lib.latent.latent_model` trains the same recipe on your machine instead.
+
+A card (``<name>.json``) holds ``sha256``, ``identity`` (the recipe), ``info`` (training seconds,
+steps, losses, …) and ``scores`` (what the training script measured). Weights are stored as
+float16 (half the file; the networks compute in float32 after loading).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoints import CheckpointError, atomic_save_tensors, atomic_write_text, load_tensors, read_card
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+HINT = "rerun benchmarks/train_latent.py, or pass retrain=True to train it here"
+
+
+def shipped_paths(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Path, Path]:
+    """``(weights, card)`` of the shipped network ``name`` (e.g. ``"latent_ae"``)."""
+    return weights_dir / f"{name}.safetensors", weights_dir / f"{name}.json"
+
+
+def has_shipped(name: str, weights_dir: Path = WEIGHTS_DIR) -> bool:
+    return all(p.is_file() for p in shipped_paths(name, weights_dir))
+
+
+def save_shipped(model: nn.Module, name: str, identity: dict[str, Any], info: dict[str, Any],
+                 scores: dict[str, Any] | None = None, weights_dir: Path = WEIGHTS_DIR) -> str:
+    """Write ``model``'s weights (float16) and its card atomically, weights first; returns the sha256."""
+    weights, card = shipped_paths(name, weights_dir)
+    tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    digest = atomic_save_tensors(weights, tensors)
+    atomic_write_text(card, json.dumps({"sha256": digest, "identity": identity, "info": info, "scores": scores or {}},
+                                       indent=1, sort_keys=True))
+    return digest
+
+
+def load_shipped_model(model: nn.Module, name: str, identity: dict[str, Any],
+                       weights_dir: Path = WEIGHTS_DIR) -> tuple[nn.Module, dict[str, Any]]:
+    """Load the shipped ``name`` into ``model`` (eval mode) after checking its sha256 and recipe; returns ``(model, card)``.
+
+    Raises :class:`~course_lib.checkpoints.WeightsNotFound` when the file is missing and
+    CheckpointError when it was changed or trained for another recipe.
+    """
+    weights, card_path = shipped_paths(name, weights_dir)
+    card = read_card(card_path)
+    if card.get("identity") != json.loads(json.dumps(identity)):  # as JSON stores it: tuples become lists
+        raise CheckpointError(f"{weights} was trained for another recipe ({card.get('identity')}), not the one asked for "
+                              f"({identity}); {HINT}")
+    tensors = load_tensors(weights, sha256=card["sha256"], hint=HINT)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    return model.eval(), card
+
+
+__all__ = ["WEIGHTS_DIR", "has_shipped", "load_shipped_model", "save_shipped", "shipped_paths"]
