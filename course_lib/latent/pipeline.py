@@ -57,7 +57,7 @@ class LatentRecipe:
 
 
 def latent_recipe(profile: Profile = "auto") -> LatentRecipe:
-    """The chapter's recipe for ``smoke`` (seconds), ``cpu`` (minutes) or ``gpu``."""
+    """The chapter's recipe for ``smoke`` (seconds), ``cpu`` (shipped weights; about an hour to train again) or ``gpu``."""
     prof = resolve_profile(profile)
     text = TextEncoderConfig(vocab_size=len(SCENE_VOCAB), max_length=MAX_SCENE_PROMPT_LENGTH, width=64, num_layers=2,
                              num_heads=4, out_dim=64)
@@ -126,7 +126,8 @@ def autoencoder_model(profile: Profile = "auto", *, run_dir: str | os.PathLike |
     ``benchmarks/train_latent.py`` with this very recipe), verified by sha256 and recipe. Otherwise,
     or with ``retrain=True`` or a ``run_dir``: the recipe's phases, each AdamW with warm-up and a
     cosine learning rate on random crops, with :class:`AutoencoderObjective` (L1 + β·KL, β = 10⁻⁶
-    of the summed L1) or, in an ``"mse"`` phase, the squared error of the posterior mean + β·KL.
+    of the summed L1) or, in an ``"mse"`` phase, the squared error of the reconstruction (from a
+    sampled z, as in the L1 phases) + β·KL.
     A finished checkpoint in ``run_dir`` (default ``runs/latent-ae-<profile>``) is loaded after its
     sha256 and its recipe are checked (CheckpointError on a mismatch; ``retrain=True`` trains
     afresh). Returns ``(model, info)``; info: ``scale_factor`` (1/std of the training latents),
