@@ -33,10 +33,6 @@ def shipped_paths(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Path, Pat
     return weights_dir / f"{name}.safetensors", weights_dir / f"{name}.json"
 
 
-def has_shipped(name: str, weights_dir: Path = WEIGHTS_DIR) -> bool:
-    return all(p.is_file() for p in shipped_paths(name, weights_dir))
-
-
 def save_shipped(model: nn.Module, name: str, identity: dict[str, Any], info: dict[str, Any],
                  scores: dict[str, Any] | None = None, weights_dir: Path = WEIGHTS_DIR) -> str:
     """Write ``model``'s weights (float16) and its card atomically, weights first; returns the sha256."""
@@ -65,4 +61,4 @@ def load_shipped_model(model: nn.Module, name: str, identity: dict[str, Any],
     return model.eval(), card
 
 
-__all__ = ["WEIGHTS_DIR", "has_shipped", "load_shipped_model", "save_shipped", "shipped_paths"]
+__all__ = ["WEIGHTS_DIR", "load_shipped_model", "save_shipped", "shipped_paths"]
