@@ -52,7 +52,7 @@ class LatentRecipe:
     per_prompt: int  # benchmark samples per prompt
     num_edits: int  # benchmark img2img edits
     shipped: bool = False  # True: the weights ship in course_lib/weights (trained by benchmarks/train_latent.py)
-    position_embedding: bool = True  # a learned position map after the stem: lets two hats on two sides differ
+    position_embedding: bool = True  # a learned position map after the stem (alone, it did not fix leakage)
     read_clauses: bool = True  # cross-attention's text encoder reads each "… and …" clause on its own
 
 
