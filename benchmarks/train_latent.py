@@ -9,7 +9,7 @@ the two latent denoisers, which can run side by side on one thread each:
 
 Each network trains with the ``cpu`` recipe of ``course_lib.latent.latent_recipe`` through the same
 functions the chapter calls with ``retrain=True`` (checkpointed under ``--run-root``, so an
-interrupted run resumes), then is measured and written by ``course_lib.latent.shipped.save_shipped``:
+interrupted run resumes), then is measured and written by ``course_lib.shipped.save_shipped``:
 the card keeps the recipe (checked on every load), the training seconds and the scores below.
 
 Scores: the autoencoder's ``recon_psnr`` (500 held-out scenes) and ``judge_on_recon`` (the scene
@@ -33,7 +33,7 @@ from course_lib.latent import (
     prompt_accuracy, reconstruction_psnr,
 )
 from course_lib.latent.pipeline import autoencoder_identity, latent_identity
-from course_lib.latent.shipped import WEIGHTS_DIR, save_shipped
+from course_lib.shipped import WEIGHTS_DIR, save_shipped
 from course_lib.models.autoencoder import decode_latents, encode_latents
 from course_lib.models.scene_judge import scene_accuracy
 from course_lib.scenes import compositional_prompts, make_scenes, seen_scene_prompts

@@ -360,3 +360,25 @@ def test_dpm_samplers_read_the_flow_as_a_denoiser():
     assert torch.allclose(exact(x0 + sigma * eps, sigma), x0, atol=1e-5)
     with pytest.raises(ValueError, match="sigmas"):
         sample_flow(v_star, (2, 1), sampler="dpmpp_2m", sigmas=torch.tensor([1.0, 0.5, 0.0]))
+
+
+# ----------------------------------------------------------------------------- chapter 12's shipped weights
+def test_cpu_profile_loads_the_shipped_flows_of_its_own_recipe(monkeypatch, tmp_path):
+    """The cpu flow and reflow ship (benchmarks/train_flows.py) and load verified, training nothing; the
+    reflow card's base recipe is the flow's, and a card for another recipe is refused."""
+    from course_lib.checkpoints import CheckpointError
+    from course_lib.pretrained import flow_digits_model, flow_identity, reflow_digits_model, reflow_identity
+    from course_lib.shipped import load_shipped_model
+    from course_lib.models.unet import UNet, digits_config
+
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)  # the tests' smoke default would win over "cpu"
+    flow, info = flow_digits_model("cpu", device="cpu", progress=False)
+    reflow, reflow_info = reflow_digits_model("cpu", device="cpu", progress=False)
+    assert info["shipped"] and reflow_info["shipped"] and not any(tmp_path.iterdir())  # nothing trained or written
+    assert reflow_identity("cpu")["base"] == flow_identity("cpu")
+    assert reflow_info["extra_seconds"] <= info["train_seconds"]  # issue 14: reflow costs at most the base training
+    x = sample_flow(reflow, (2, 1, 32, 32), num_steps=1, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 32, 32) and x.isfinite().all()
+    with pytest.raises(CheckpointError, match="another recipe"):
+        load_shipped_model(UNet(digits_config("cpu")), "flow_digits", flow_identity("smoke"))

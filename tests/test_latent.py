@@ -240,7 +240,7 @@ def test_cross_attention_function_exercise_solution_passes_and_wrong_answers_fai
 # ----------------------------------------------------------------------------- chapter 11's shipped weights
 def test_shipped_weights_round_trip_in_float16_and_refuse_another_recipe_or_changed_bytes(tmp_path):
     from course_lib.checkpoints import CheckpointError, WeightsNotFound
-    from course_lib.latent.shipped import load_shipped_model, save_shipped, shipped_paths
+    from course_lib.shipped import load_shipped_model, save_shipped, shipped_paths
 
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 2)

@@ -19,9 +19,9 @@ on latents), :func:`text_to_image` (the pipeline), :func:`img2img`, :func:`inpai
 :func:`inversion_edit`, :func:`attention_maps`, and :func:`latent_benchmark` (every figure of
 ``benchmarks/latent.py``).
 
-Modules: :mod:`.pipeline` (recipe, autoencoder, latent denoisers, pipeline), :mod:`.shipped` (the
-``cpu`` networks, which ship in ``course_lib/weights``: trained by ``benchmarks/train_latent.py``,
-checked by sha256 and recipe on load), :mod:`.editing` (img2img, inpainting, inversion edits,
+Modules: :mod:`.pipeline` (recipe, autoencoder, latent denoisers, pipeline; the ``cpu`` networks
+ship in ``course_lib/weights``, trained by ``benchmarks/train_latent.py`` and checked by sha256 and
+recipe on load through :mod:`course_lib.shipped`), :mod:`.editing` (img2img, inpainting, inversion edits,
 attention maps), :mod:`.measuring` (accuracy, edits, speed, the benchmark). Everything is importable
 from here: ``from course_lib.latent import latent_model``.
 """

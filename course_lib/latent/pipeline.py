@@ -25,7 +25,7 @@ from ..scenes import MAX_SCENE_PROMPT_LENGTH, SCENE_VOCAB, make_scenes, scene_to
 from ..schedules import NoiseSchedule, make_schedule
 from ..settings import Profile, check_bool, check_choice, check_float, check_int, resolve_profile, runs_dir
 from ..training import TrainConfig, train
-from .shipped import load_shipped_model
+from ..shipped import load_shipped_model
 
 LATENT_SCHEDULE = "cosine"
 LATENT_PREDICTION_TYPE = "v_prediction"  # as chapter 08: v keeps x̂₀ accurate at the cosine schedule's noisy end
@@ -122,7 +122,7 @@ def autoencoder_model(profile: Profile = "auto", *, run_dir: str | os.PathLike |
                       progress: bool = True) -> tuple[Autoencoder, dict[str, Any]]:
     """The chapter's autoencoder: shipped (``cpu``), or trained once on ``make_scenes(num_images, seed=DATA_SEED)`` and cached.
 
-    ``cpu`` profile: the weights in ``course_lib/weights/latent_ae.*`` (:mod:`.shipped`; trained by
+    ``cpu`` profile: the weights in ``course_lib/weights/latent_ae.*`` (:mod:`course_lib.shipped`; trained by
     ``benchmarks/train_latent.py`` with this very recipe), verified by sha256 and recipe. Otherwise,
     or with ``retrain=True`` or a ``run_dir``: the recipe's phases, each AdamW with warm-up and a
     cosine learning rate on random crops, with :class:`AutoencoderObjective` (L1 + β·KL, β = 10⁻⁶

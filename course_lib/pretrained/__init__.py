@@ -9,7 +9,8 @@ one is resumed exactly; otherwise the model is trained from scratch. Each model 
 - :mod:`.prompt` — :func:`prompt_model`, the chapter-08 prompt-conditioned U-Net on captioned cats and dogs;
 - :mod:`.race` — :func:`vae_model`, :func:`gan_model` and :func:`digits_race_model`, chapter 09's race of the three families;
 - :mod:`.flows` — :func:`flow_digits_model`, the chapter-04 U-Net trained by flow matching at the chapter-04 budget, and
-  :func:`reflow_digits_model`, its 2-rectified copy (chapter 12).
+  :func:`reflow_digits_model`, its 2-rectified copy (chapter 12); in the ``cpu`` profile both ship in
+  ``course_lib/weights`` (:mod:`course_lib.shipped`).
 
 Everything is importable from here: ``from course_lib.pretrained import digits_model``.
 """
@@ -29,10 +30,13 @@ from .digits import (
 )
 from .flows import (
     FLOW_REFLOW_PAIR_STEPS,
+    FLOW_REFLOW_PAIRS,
     FLOW_REFLOW_SAMPLER,
     flow_digits_model,
+    flow_identity,
     flow_train_config,
     reflow_digits_model,
+    reflow_identity,
     reflow_pairs_for,
     reflow_train_config,
 )
@@ -52,10 +56,10 @@ from .race import VAE_DECODER_STD, digits_race_model, gan_model, gan_train_confi
 
 __all__ = [
     "CARD_FILE", "COND_CPU_STEPS", "COND_PREDICTION_TYPE", "DATA_SEED", "DIGITS_NUM_CLASSES", "DIGITS_SCHEDULE",
-    "FLOW_REFLOW_PAIR_STEPS", "FLOW_REFLOW_SAMPLER", "HELD_OUT", "KeepCheckpoint", "PROMPT_PREDICTION_TYPE",
+    "FLOW_REFLOW_PAIR_STEPS", "FLOW_REFLOW_PAIRS", "FLOW_REFLOW_SAMPLER", "HELD_OUT", "KeepCheckpoint", "PROMPT_PREDICTION_TYPE",
     "PROMPT_SCHEDULE", "PromptRecipe", "RACE_STEPS", "VAE_DECODER_STD", "build_prompt_model", "card_scores",
     "classifier_train_config", "digits_model", "digits_noisy_classifier", "digits_race_model", "digits_run_name",
-    "digits_train_config", "flow_digits_model", "flow_train_config", "gan_model", "gan_train_config",
-    "noisy_classifier_accuracy", "prompt_model", "prompt_recipe", "reflow_digits_model", "reflow_pairs_for",
+    "digits_train_config", "flow_digits_model", "flow_identity", "flow_train_config", "gan_model", "gan_train_config",
+    "noisy_classifier_accuracy", "prompt_model", "prompt_recipe", "reflow_digits_model", "reflow_identity", "reflow_pairs_for",
     "reflow_train_config", "run_info", "train_once", "vae_model", "vae_train_config",
 ]

@@ -1,12 +1,13 @@
-"""Chapter 11's shipped weights: the ``cpu`` autoencoder and latent denoisers, trained once by ``benchmarks/train_latent.py``.
+"""Networks that ship trained in ``course_lib/weights``, for the ``cpu`` profile of chapters 11 and 12.
 
-Training chapter 11's three networks well takes longer on a laptop CPU than a chapter may (about
-an hour on the 2-core reference machine, against 10 minutes for the chapter and 30 for the whole
-course), so the ``cpu`` profile loads them from ``course_lib/weights`` the way the scene judge and
-the digit classifier are loaded: each file's sha256 is checked against its card, and the card's
-recipe must equal the recipe the code asks for (a file trained for another recipe is refused, not
-silently used). ``retrain=True`` in :func:`~course_lib.latent.autoencoder_model` and
-:func:`~course_lib.latent.latent_model` trains the same recipe on your machine instead.
+Training some of the course's networks well takes longer on a laptop CPU than a chapter may: chapter
+11's autoencoder and latent denoisers (about an hour on the 2-core reference machine) and chapter 12's
+flow and reflow digits models (about 13 minutes together, against 10 for the chapter and 30 for the
+whole course). Their ``cpu`` weights ship here, the way the scene judge and the digit classifier do:
+each file's sha256 is checked against its card, and the card's recipe must equal the recipe the code
+asks for (a file trained for another recipe is refused, not silently used). ``retrain=True`` in the
+functions that load them trains the same recipe on your machine instead; ``benchmarks/train_latent.py``
+and ``benchmarks/train_flows.py`` write the files.
 
 A card (``<name>.json``) holds ``sha256``, ``identity`` (the recipe), ``info`` (training seconds,
 steps, losses, …) and ``scores`` (what the training script measured). Weights are stored as
@@ -19,13 +20,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, atomic_save_tensors, atomic_write_text, load_tensors, read_card
+from .checkpoints import CheckpointError, atomic_save_tensors, atomic_write_text, load_tensors, read_card
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-HINT = "rerun benchmarks/train_latent.py, or pass retrain=True to train it here"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+HINT = "rerun its script in benchmarks/ (train_latent.py or train_flows.py), or pass retrain=True to train it here"
 
 
 def shipped_paths(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Path, Path]:
