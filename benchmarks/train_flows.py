@@ -1,6 +1,6 @@
 """Train chapter 12's ``cpu`` flow and reflow digits models and write them, with their cards, to course_lib/weights.
 
-Rerunnable by anyone, CPU only (about 13 minutes on the 2-core reference machine, 2 threads):
+Rerunnable by anyone, CPU only (about 15 minutes on the 2-core reference machine, 2 threads):
 
     python benchmarks/train_flows.py                    # flow, then reflow from it
     python benchmarks/train_flows.py --only reflow      # reflow from the flow already in --run-root

@@ -31,6 +31,7 @@ diffusers' ``FlowMatchEulerDiscreteScheduler`` hands its transformer ``timestep 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Literal, NamedTuple, Sequence, get_args
 
@@ -45,11 +46,13 @@ from .solvers import flow_denoiser, karras_sigmas, solve_flow
 from .settings import check_bool, check_choice, check_float, check_int
 
 FlowSampler = Literal["euler", "heun", "midpoint", "dpmpp_2m", "dpmpp_2m_sde"]
-TimestepSampling = Literal["uniform", "logit_normal"]
+TimestepSampling = Literal["uniform", "logit_normal", "u_shaped"]
 FLOW_SAMPLERS: tuple[str, ...] = get_args(FlowSampler)
 TIMESTEP_SAMPLINGS: tuple[str, ...] = get_args(TimestepSampling)
 #: what the network's time input is multiplied by: t ∈ [0, 1] → t·1000, the range of the course's embeddings
 TIME_SCALE = 1000.0
+#: the steepness a of the ``u_shaped`` time density ∝ exp(a·t) + exp(a·(1 − t)) (Lee et al. 2024 use 4)
+U_SHAPE_A = 4.0
 #: the samplers that read the flow as a denoiser and run chapter 06's DPM-Solver++(2M) on it (N calls each)
 FLOW_DPM_SAMPLERS: tuple[str, ...] = ("dpmpp_2m", "dpmpp_2m_sde")
 #: their default noise levels σ = t/(1 − t): EDM's karras grid (Karras et al. 2022, Table 1)
@@ -325,12 +328,20 @@ def sample_times(n: int, sampling: TimestepSampling = "logit_normal", *, generat
     ``uniform``: t ~ U(0, 1). ``logit_normal``: t = sigmoid(mean + std·n), n ~ N(0, 1) (Esser et al.
     2024, eq. 19): its density is largest at t = sigmoid(mean) and thin at both ends, where the
     velocity is easy to guess (near t = 1 it is about ε − E[x₀]; near t = 0, about ε − x_t).
+    ``u_shaped``: density ∝ exp(a·t) + exp(a·(1 − t)), a U with a = :data:`U_SHAPE_A` (Lee et al.
+    2024, §4.1, for reflow: on nearly straight paths a few-step sampler asks the velocity mostly near
+    the ends, t = 1 above all, where a one-step sampler asks it only): the truncated exponential
+    exp(a·t) drawn by inverting its CDF, t = log(1 + r·(eᵃ − 1))/a, and mirrored to 1 − t half the time.
     """
     check_choice("sampling", sampling, TIMESTEP_SAMPLINGS)
     n = check_int("n", n, min_value=1)
     dev = generator.device if generator is not None else torch.device("cpu")
     if sampling == "uniform":
         return torch.rand(n, generator=generator, device=dev)
+    if sampling == "u_shaped":
+        r, side = torch.rand(2, n, generator=generator, device=dev)  # (2, n): the CDF value, then which end
+        t = torch.log1p(r * math.expm1(U_SHAPE_A)) / U_SHAPE_A  # density ∝ exp(a·t): piled up at t = 1
+        return torch.where(side < 0.5, t, 1 - t)
     return torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=dev))
 
 
@@ -467,7 +478,7 @@ def straightness(trajectory: Sequence[torch.Tensor]) -> float:
 
 __all__ = [
     "FLOW_DPM_SAMPLERS", "FLOW_DPM_SIGMA_MAX", "FLOW_DPM_SIGMA_MIN", "FLOW_SAMPLERS", "FlowMatching", "FlowSampleResult", "FlowSampler", "TIMESTEP_SAMPLINGS", "TIME_SCALE",
-    "TimestepSampling", "check_shift", "diffusion_sigmas_as_flow", "flow_alpha_bar", "flow_denoiser", "flow_dpm_sigmas", "flow_euler_step",
+    "TimestepSampling", "U_SHAPE_A", "check_shift", "diffusion_sigmas_as_flow", "flow_alpha_bar", "flow_denoiser", "flow_dpm_sigmas", "flow_euler_step",
     "flow_heun_step", "flow_midpoint_step", "flow_network_evaluations", "flow_path", "flow_sigmas", "flow_steps_for_nfe", "flow_timesteps",
     "noise_from_velocity", "reflow_pairs", "sample_flow", "sample_times", "shift_sigmas", "split_pairs",
     "straightness", "velocity_from_diffusion", "x0_from_velocity",

@@ -2,7 +2,7 @@
 
 Training some of the course's networks well takes longer on a laptop CPU than a chapter may: chapter
 11's autoencoder and latent denoisers (about an hour on the 2-core reference machine) and chapter 12's
-flow and reflow digits models (about 13 minutes together, against 10 for the chapter and 30 for the
+flow and reflow digits models (about 15 minutes together, against 10 for the chapter and 30 for the
 whole course). Their ``cpu`` weights ship here, the way the scene judge and the digit classifier do:
 each file's sha256 is checked against its card, and the card's recipe must equal the recipe the code
 asks for (a file trained for another recipe is refused, not silently used). ``retrain=True`` in the

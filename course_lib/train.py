@@ -11,7 +11,9 @@
 ``MODEL`` is one of :data:`MODELS` (``python -m course_lib.train --help`` lists them). Each is the
 recipe of :mod:`course_lib.pretrained`, unchanged: the command trains exactly what a chapter
 would train, into the run directory the chapter reads (``settings.runs_dir()``, or ``--run-dir``),
-so the chapter afterwards loads the verified checkpoint in a second. ``--steps N`` stops after the
+so the chapter afterwards loads the verified checkpoint in a second. (Chapter 12's ``flow`` and
+``reflow`` ship trained for the ``cpu`` profile, :mod:`course_lib.shipped`: there the command loads
+them, and ``--retrain`` trains them into the run directory instead.) ``--steps N`` stops after the
 first N steps of the recipe and leaves a checkpoint there; the next call (or the chapter) resumes
 it. Under ``torchrun`` the global batch is split across the processes (DDP, ``gloo`` on CPUs,
 ``nccl`` on GPUs), only rank 0 writes checkpoints, and a run resumes exactly from a checkpoint
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if where.is_main:
         print(f"{args.model} ({info.get('profile', args.profile)} profile): step {info.get('steps')} "
               f"in {info.get('run_dir')} · {where.world_size} process(es) · {time.perf_counter() - tic:.1f} s"
-              + (" (already trained: loaded)" if info.get("cached") else ""), flush=True)
+              + (" (shipped with the course: loaded; --retrain trains it here)" if info.get("shipped")
+                 else " (already trained: loaded)" if info.get("cached") else ""), flush=True)
     return 0
 
 

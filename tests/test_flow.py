@@ -181,13 +181,15 @@ def test_trajectory_and_straightness():
     assert abs(straightness(bent) - 0.5) < 1e-6  # 1 away from a chord of length 2
 
 
-@pytest.mark.parametrize("sampling", ["uniform", "logit_normal"])
+@pytest.mark.parametrize("sampling", ["uniform", "logit_normal", "u_shaped"])
 def test_sample_times(sampling):
     t = sample_times(20000, sampling, generator=torch.Generator().manual_seed(0))
-    assert t.shape == (20000,) and bool(((t > 0) & (t < 1)).all())
+    assert t.shape == (20000,) and bool(((t >= 0) & (t <= 1)).all())
     assert abs(t.mean().item() - 0.5) < 0.01
     if sampling == "logit_normal":  # more mass in the middle than uniform
         assert ((t - 0.5).abs() < 0.25).float().mean() > 0.6
+    if sampling == "u_shaped":  # more mass at the ends: P(t > 0.9) = (e^4 − e^3.6)/(2(e^4 − 1)) ≈ 0.167 per end
+        assert abs((t > 0.9).float().mean().item() - 0.167) < 0.01 and abs((t < 0.1).float().mean().item() - 0.167) < 0.01
 
 
 def test_loss_is_the_velocity_error():
@@ -382,3 +384,20 @@ def test_cpu_profile_loads_the_shipped_flows_of_its_own_recipe(monkeypatch, tmp_
     assert x.shape == (2, 1, 32, 32) and x.isfinite().all()
     with pytest.raises(CheckpointError, match="another recipe"):
         load_shipped_model(UNet(digits_config("cpu")), "flow_digits", flow_identity("smoke"))
+
+
+def test_reflow_pairs_are_cached_per_base_and_per_recipe(tmp_path):
+    """The pairs file is keyed on the base flow's sha256 and on how the pairs are drawn: another count
+    (or another base) draws new pairs instead of reusing stale ones."""
+    from course_lib.pretrained import reflow_pairs_for
+
+    class Still(torch.nn.Module):  # velocity 0: each picture is its own static
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    first, _ = reflow_pairs_for(Still(), "a" * 64, "smoke", tmp_path, num_pairs=3, device=torch.device("cpu"))
+    again, _ = reflow_pairs_for(Still(), "a" * 64, "smoke", tmp_path, num_pairs=3, device=torch.device("cpu"))
+    more, _ = reflow_pairs_for(Still(), "a" * 64, "smoke", tmp_path, num_pairs=5, device=torch.device("cpu"))
+    other, _ = reflow_pairs_for(Still(), "b" * 64, "smoke", tmp_path, num_pairs=3, device=torch.device("cpu"))
+    assert torch.equal(first, again) and len(first) == 3 and len(more) == 5 and torch.equal(first, other)
+    assert len(list(tmp_path.glob("pairs-*.safetensors"))) == 3
