@@ -47,8 +47,10 @@ from .settings import check_bool, check_choice, check_float, check_int
 
 FlowSampler = Literal["euler", "heun", "midpoint", "dpmpp_2m", "dpmpp_2m_sde"]
 TimestepSampling = Literal["uniform", "logit_normal", "u_shaped"]
+FlowLoss = Literal["mse", "pseudo_huber"]
 FLOW_SAMPLERS: tuple[str, ...] = get_args(FlowSampler)
 TIMESTEP_SAMPLINGS: tuple[str, ...] = get_args(TimestepSampling)
+FLOW_LOSSES: tuple[str, ...] = get_args(FlowLoss)
 #: what the network's time input is multiplied by: t ∈ [0, 1] → t·1000, the range of the course's embeddings
 TIME_SCALE = 1000.0
 #: the steepness a of the ``u_shaped`` time density ∝ exp(a·t) + exp(a·(1 − t)) (Lee et al. 2024 use 4)
@@ -354,9 +356,12 @@ class FlowMatching:
         loss = ‖ model(x_t, t·time_scale, c) − (ε − x₀) ‖²   (mean over the batch and the pixels)
 
     ``timestep_sampling``: ``uniform`` | ``logit_normal`` (with ``logit_mean``, ``logit_std``; SD3:
-    0 and 1). ``reflow=True``: each example holds a *pair*, the picture and its static concatenated
-    along dim 1 (see :func:`reflow_pairs`), and the line joins exactly those two (Liu et al. 2023,
-    Algorithm 1) instead of a fresh ε.
+    0 and 1) | ``u_shaped``. ``reflow=True``: each example holds a *pair*, the picture and its static
+    concatenated along dim 1 (see :func:`reflow_pairs`), and the line joins exactly those two (Liu et
+    al. 2023, Algorithm 1) instead of a fresh ε. ``distance="pseudo_huber"``: per example
+    (√(‖Δ‖² + c²) − c)/√d with c = 0.00054·√d over its d pixels (Song & Dhariwal 2023's c; Lee et al.
+    2024 use it for reflow): about the error's length instead of its square, so the few examples
+    with large errors (near t = 1) do not drown the rest.
     """
 
     timestep_sampling: TimestepSampling = "logit_normal"
@@ -364,21 +369,25 @@ class FlowMatching:
     logit_std: float = 1.0
     time_scale: float = TIME_SCALE
     reflow: bool = False
+    distance: FlowLoss = "mse"
 
     def __post_init__(self) -> None:
         check_choice("timestep_sampling", self.timestep_sampling, TIMESTEP_SAMPLINGS)
+        check_choice("distance", self.distance, FLOW_LOSSES)
         check_float("logit_mean", self.logit_mean)
         check_float("logit_std", self.logit_std, min_value=1e-6)
         check_float("time_scale", self.time_scale, min_value=0.0)
         check_bool("reflow", self.reflow)
 
     def identity(self) -> dict[str, Any]:
-        """Everything that must match to resume a run trained with this objective."""
-        return {"objective": "flow_matching", **asdict(self)}
+        """Everything that must match to resume a run trained with this objective (``distance`` only
+        when it is not ``mse``: runs from before the option keep their identity)."""
+        fields = {k: v for k, v in asdict(self).items() if not (k == "distance" and v == "mse")}
+        return {"objective": "flow_matching", **fields}
 
     def loss(self, model: Callable[..., torch.Tensor], x0: torch.Tensor, cond: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
-        """The mean squared velocity error of one batch (a scalar). The random draws (t, then ε) come
+        """The velocity error of one batch (a scalar; mean squared, or pseudo-Huber, see the class). The random draws (t, then ε) come
         from ``generator`` (on the CPU by default) and move to x0's device."""
         if self.reflow:
             x0, noise = split_pairs(x0)
@@ -393,7 +402,12 @@ class FlowMatching:
         x_t, velocity = flow_path(x0, noise, t)
         tt = t * self.time_scale
         out = model(x_t, tt, cond) if cond is not None else model(x_t, tt)
-        return (out.float() - velocity.float()).pow(2).mean()
+        if self.distance == "mse":
+            return (out.float() - velocity.float()).pow(2).mean()
+        d = x0[0].numel()
+        sq = (out.float() - velocity.float()).pow(2).flatten(1).sum(1)  # (B,): squared error of each example
+        c = 0.00054 * d**0.5
+        return ((sq + c * c).sqrt() - c).mean() / d**0.5
 
 
 def reflow_pairs(images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -477,7 +491,7 @@ def straightness(trajectory: Sequence[torch.Tensor]) -> float:
 
 
 __all__ = [
-    "FLOW_DPM_SAMPLERS", "FLOW_DPM_SIGMA_MAX", "FLOW_DPM_SIGMA_MIN", "FLOW_SAMPLERS", "FlowMatching", "FlowSampleResult", "FlowSampler", "TIMESTEP_SAMPLINGS", "TIME_SCALE",
+    "FLOW_DPM_SAMPLERS", "FLOW_DPM_SIGMA_MAX", "FLOW_LOSSES", "FlowLoss", "FLOW_DPM_SIGMA_MIN", "FLOW_SAMPLERS", "FlowMatching", "FlowSampleResult", "FlowSampler", "TIMESTEP_SAMPLINGS", "TIME_SCALE",
     "TimestepSampling", "U_SHAPE_A", "check_shift", "diffusion_sigmas_as_flow", "flow_alpha_bar", "flow_denoiser", "flow_dpm_sigmas", "flow_euler_step",
     "flow_heun_step", "flow_midpoint_step", "flow_network_evaluations", "flow_path", "flow_sigmas", "flow_steps_for_nfe", "flow_timesteps",
     "noise_from_velocity", "reflow_pairs", "sample_flow", "sample_times", "shift_sigmas", "split_pairs",

@@ -401,3 +401,20 @@ def test_reflow_pairs_are_cached_per_base_and_per_recipe(tmp_path):
     other, _ = reflow_pairs_for(Still(), "b" * 64, "smoke", tmp_path, num_pairs=3, device=torch.device("cpu"))
     assert torch.equal(first, again) and len(first) == 3 and len(more) == 5 and torch.equal(first, other)
     assert len(list(tmp_path.glob("pairs-*.safetensors"))) == 3
+
+
+def test_pseudo_huber_distance_is_the_error_length_and_joins_the_identity_only_when_chosen():
+    """FlowMatching(distance="pseudo_huber"): per example (√(‖Δ‖² + c²) − c)/√d, c = 0.00054·√d."""
+    x0, z = torch.randn(2, 3, 1, 4, 4, generator=torch.Generator().manual_seed(5))  # (2, B, 1, 4, 4)
+    pairs = reflow_pairs(x0, z)
+
+    def zero(x, t):  # predicts velocity 0: the error is the whole velocity ε − x₀
+        return torch.zeros_like(x)
+
+    obj = FlowMatching(timestep_sampling="uniform", reflow=True, distance="pseudo_huber")
+    c, sq = 0.00054 * 4.0, (z - x0).pow(2).flatten(1).sum(1)
+    assert obj.loss(zero, pairs, generator=torch.Generator().manual_seed(0)).item() == pytest.approx(
+        (((sq + c * c).sqrt() - c).mean() / 4.0).item(), rel=1e-5)
+    assert obj.identity()["distance"] == "pseudo_huber" and "distance" not in FlowMatching().identity()
+    with pytest.raises(ValueError, match="distance"):
+        FlowMatching(distance="l1")
