@@ -27,7 +27,7 @@ from course_lib.data import load_mnist5000
 from course_lib.pretrained import flow_digits_model, reflow_digits_model
 from course_lib.pretrained.flows import CARD_INFO, flow_identity, reflow_identity
 from course_lib.settings import check_choice, check_int
-from course_lib.shipped import WEIGHTS_DIR, save_shipped
+from course_lib.shipped import WEIGHTS_DIR, card_info, save_shipped
 from course_lib.steps_table import FlowRowConfig, flow_steps_vs_quality
 
 PROFILE = "cpu"
@@ -38,12 +38,6 @@ def scores(name: str, model: torch.nn.Module) -> dict[str, float]:
     rows = flow_steps_vs_quality({name: model.eval()}, load_mnist5000("test", size=32).images,
                                  [FlowRowConfig(name, s, n) for s, n in SCORED[name]], 1000, progress=False)
     return {f"fid {r['label']}": round(r["fid"], 3) for r in rows}
-
-
-def card_info(info: dict, keys: tuple[str, ...]) -> dict:
-    """What the card keeps of a model's info: ``keys``, the losses rounded to 4 decimals, and the thread count."""
-    kept = {k: info[k] for k in keys}
-    return {**kept, "losses": [round(v, 4) for v in kept["losses"]], "threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> dict:

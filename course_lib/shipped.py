@@ -1,4 +1,4 @@
-"""Networks that ship trained in ``course_lib/weights``, for the ``cpu`` profile of chapters 11 and 12.
+"""Networks that ship trained in ``course_lib/weights``, for the ``cpu`` profile of chapters 07, 10, 11 and 12.
 
 Training some of the course's networks well takes longer on a laptop CPU than a chapter may: chapter
 11's autoencoder and latent denoisers (about an hour on the 2-core reference machine) and chapter 12's
@@ -7,7 +7,8 @@ whole course). Their ``cpu`` weights ship here, the way the scene judge and the 
 each file's sha256 is checked against its card, and the card's recipe must equal the recipe the code
 asks for (a file trained for another recipe is refused, not silently used). ``retrain=True`` in the
 functions that load them trains the same recipe on your machine instead; ``benchmarks/train_latent.py``
-and ``benchmarks/train_flows.py`` write the files.
+and ``benchmarks/train_flows.py`` write the files (``benchmarks/train_digits_cond.py`` chapter 07's
+class-conditional digits model, whose clean backgrounds take about an hour to train).
 
 A card (``<name>.json``) holds ``sha256``, ``identity`` (the recipe), ``info`` (training seconds,
 steps, losses, …) and ``scores`` (what the training script measured). Weights are stored as
@@ -20,12 +21,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .checkpoints import CheckpointError, atomic_save_tensors, atomic_write_text, load_tensors, read_card
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-HINT = "rerun its script in benchmarks/ (train_latent.py or train_flows.py), or pass retrain=True to train it here"
+HINT = ("rerun its script in benchmarks/ (train_latent.py, train_flows.py or train_digits_cond.py), "
+        "or pass retrain=True to train it here")
 
 
 def shipped_paths(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Path, Path]:
@@ -42,6 +45,14 @@ def save_shipped(model: nn.Module, name: str, identity: dict[str, Any], info: di
     atomic_write_text(card, json.dumps({"sha256": digest, "identity": identity, "info": info, "scores": scores or {}},
                                        indent=1, sort_keys=True))
     return digest
+
+
+def card_info(info: dict[str, Any], keys: tuple[str, ...], *, loss_every: int = 1) -> dict[str, Any]:
+    """What a card keeps of a trained model's info: ``keys``, every ``loss_every``-th loss rounded to 4
+    decimals (``loss_every`` is kept too when > 1, so a long run's card stays small), and the thread count."""
+    kept = {k: info[k] for k in keys}
+    thinned = {"loss_every": loss_every} if loss_every > 1 else {}
+    return {**kept, "losses": [round(v, 4) for v in kept["losses"][::loss_every]], **thinned, "threads": torch.get_num_threads()}
 
 
 def load_shipped_model(model: nn.Module, name: str, identity: dict[str, Any],
@@ -61,4 +72,4 @@ def load_shipped_model(model: nn.Module, name: str, identity: dict[str, Any],
     return model.eval(), card
 
 
-__all__ = ["WEIGHTS_DIR", "load_shipped_model", "save_shipped", "shipped_paths"]
+__all__ = ["WEIGHTS_DIR", "card_info", "load_shipped_model", "save_shipped", "shipped_paths"]

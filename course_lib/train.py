@@ -11,9 +11,9 @@
 ``MODEL`` is one of :data:`MODELS` (``python -m course_lib.train --help`` lists them). Each is the
 recipe of :mod:`course_lib.pretrained`, unchanged: the command trains exactly what a chapter
 would train, into the run directory the chapter reads (``settings.runs_dir()``, or ``--run-dir``),
-so the chapter afterwards loads the verified checkpoint in a second. (Chapter 12's ``flow`` and
-``reflow`` ship trained for the ``cpu`` profile, :mod:`course_lib.shipped`: there the command loads
-them, and ``--retrain`` trains them into the run directory instead.) ``--steps N`` stops after the
+so the chapter afterwards loads the verified checkpoint in a second. (``digits-cond`` and chapter
+12's ``flow`` and ``reflow`` ship trained for the ``cpu`` profile, :mod:`course_lib.shipped`: there the
+command loads them, and ``--retrain`` or ``--run-dir`` trains them into the run directory instead.) ``--steps N`` stops after the
 first N steps of the recipe and leaves a checkpoint there; the next call (or the chapter) resumes
 it. Under ``torchrun`` the global batch is split across the processes (DDP, ``gloo`` on CPUs,
 ``nccl`` on GPUs), only rank 0 writes checkpoints, and a run resumes exactly from a checkpoint

@@ -70,3 +70,15 @@ def card_scores(run_dir: Path, compute: Callable[[], dict[str, Any]]) -> dict[st
 
 def _device(device: str | torch.device | None) -> torch.device:
     return torch.device(device) if isinstance(device, torch.device) else get_device(device or "auto")
+
+
+def shipped_model(model: nn.Module, name: str, identity: dict[str, Any], device: str | torch.device | None,
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """``model`` with the weights that ship as ``course_lib/weights/<name>.*`` (verified against ``identity``,
+    :func:`course_lib.shipped.load_shipped_model`) on ``device``, and the info its card keeps plus
+    ``cached``/``shipped`` True, ``run_dir`` None and the weights' ``sha256``."""
+    from ..shipped import load_shipped_model
+
+    model, card = load_shipped_model(model, name, identity)
+    return model.to(_device(device)), {**card["info"], "cached": True, "shipped": True, "run_dir": None,
+                                       "sha256": card["sha256"]}

@@ -21,9 +21,8 @@ from ..checkpoints import fingerprint, read_state
 from ..data import load_mnist5000
 from ..models.unet import UNet, digits_config
 from ..settings import Profile, check_bool, resolve_profile, runs_dir
-from ..shipped import load_shipped_model
 from ..training import TrainConfig
-from .core import _device, run_info, train_once
+from .core import _device, run_info, shipped_model, train_once
 from .digits import digits_train_config
 
 FLOW_REFLOW_SAMPLER = "dpmpp_2m"  # how the reflow pairs are drawn from the base flow …
@@ -54,13 +53,6 @@ def flow_identity(profile: Profile = "auto") -> dict[str, Any]:
             "data": fingerprint(load_mnist5000("train", size=cfg.image_size).images)["sha256"]}
 
 
-def _shipped(name: str, identity: dict[str, Any], prof: str, device: str | torch.device | None,
-             ) -> tuple[nn.Module, dict[str, Any]]:
-    model, card = load_shipped_model(UNet(digits_config(prof)), name, identity)
-    return model.to(_device(device)), {**card["info"], "cached": True, "shipped": True, "run_dir": None,
-                                       "sha256": card["sha256"]}
-
-
 def flow_digits_model(
     profile: Profile = "auto", *, run_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
     progress: bool = True, retrain: bool = False,
@@ -78,7 +70,7 @@ def flow_digits_model(
     check_bool("retrain", retrain)
     prof = resolve_profile(profile)
     if prof in SHIPPED_PROFILES and run_dir is None and not retrain:
-        return _shipped("flow_digits", flow_identity(prof), prof, device)
+        return shipped_model(UNet(digits_config(prof)), "flow_digits", flow_identity(prof), device)
     cfg, tcfg, objective = digits_config(prof), flow_train_config(prof), FlowMatching()
     run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"flow-digits-{prof}"
     images = load_mnist5000("train", size=cfg.image_size).images
@@ -173,7 +165,7 @@ def reflow_digits_model(
     check_bool("retrain", retrain)
     prof = resolve_profile(profile)
     if prof in SHIPPED_PROFILES and run_dir is None and not retrain:
-        return _shipped("reflow_digits", reflow_identity(prof), prof, device)
+        return shipped_model(UNet(digits_config(prof)), "reflow_digits", reflow_identity(prof), device)
     base_dir = Path(base_run_dir) if base_run_dir is not None else runs_dir() / f"flow-digits-{prof}"
     base, base_info = flow_digits_model(prof, run_dir=base_dir, device=device, progress=progress)  # trained here too
     cfg, tcfg, objective = digits_config(prof), reflow_train_config(prof), _reflow_objective()
