@@ -70,7 +70,8 @@ def digits_train_config(profile: Profile = "auto", *, cond: bool = False) -> Tra
     them as speckle. What remains is training length: the same recipe at 900 steps gives 10× real,
     at 1,800 steps 7–9×, at 3,600 steps 5.0–5.4× (two seeds each), at 28,800 steps 1.98× and 2.33×
     (500 samples, seeds 0 and 1; the card's scores) — 2.0–4.5× over six such seeds, 2.87× pooled over
-    3,000: 30 of the 3,000 digits (mostly a stroke reaching into the margin) hold 58 % of it, and
+    3,000: 30 of the 3,000 digits hold 58 % of it (the worst, a 6 whose stroke touches the top edge,
+    scores 89× alone), and
     the median digit's margin is 0.0020 from black, a quarter of one 8-bit grey level (real digits:
     exactly black in 99 % of them). Ruled out at 900 steps: the 2×2 patches
     (patch_size=1, 3.5× slower per step: 11×), x₀-prediction (8.2×), input perturbation γ = 0.1
