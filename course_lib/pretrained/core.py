@@ -21,6 +21,7 @@ from torch import nn
 from ..checkpoints import atomic_write_text, has_checkpoint, read_card, read_state
 from ..schedules import NoiseSchedule
 from ..settings import check_bool, get_device
+from ..shipped import load_shipped_model
 from ..training import TrainConfig, TrainResult, train
 
 CARD_FILE = "card.json"
@@ -77,8 +78,6 @@ def shipped_model(model: nn.Module, name: str, identity: dict[str, Any], device:
     """``model`` with the weights that ship as ``course_lib/weights/<name>.*`` (verified against ``identity``,
     :func:`course_lib.shipped.load_shipped_model`) on ``device``, and the info its card keeps plus
     ``cached``/``shipped`` True, ``run_dir`` None and the weights' ``sha256``."""
-    from ..shipped import load_shipped_model
-
     model, card = load_shipped_model(model, name, identity)
     return model.to(_device(device)), {**card["info"], "cached": True, "shipped": True, "run_dir": None,
                                        "sha256": card["sha256"]}

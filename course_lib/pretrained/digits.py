@@ -71,14 +71,13 @@ def digits_train_config(profile: Profile = "auto", *, cond: bool = False) -> Tra
     at 1,800 steps 7–9×, at 3,600 steps 5.0–5.4× (two seeds each), at 28,800 steps 1.98× and 2.33×
     (500 samples, seeds 0 and 1; the card's scores) — 2.0–4.5× over six such seeds, 2.87× pooled over
     3,000: 30 of the 3,000 digits hold 58 % of it (the worst, a 6 whose stroke touches the top edge,
-    scores 89× alone), and
-    the median digit's margin is 0.0020 from black, a quarter of one 8-bit grey level (real digits:
-    exactly black in 99 % of them). Ruled out at 900 steps: the 2×2 patches
-    (patch_size=1, 3.5× slower per step: 11×), x₀-prediction (8.2×), input perturbation γ = 0.1
-    (10–11×), drawing t log-normally as EDM does (ln σ ~ N(−1.2, 1.2²): 13–15×; N(0.6, 1.2²) or
-    N(0, 1): 17–18×) or half of the draws log-uniform in t (14–17×), guidance on a limited interval
-    of t (9–10×); on the 1,800-step model a final denoising step (7.2–8.2×). The returned model
-    carries ``prediction_type`` so that samplers read it right.
+    scores 89× alone), and the median digit's margin is 0.0020 from black, a quarter of one 8-bit
+    grey level (real digits: exactly black in 99 % of them). Ruled out at 900 steps: the 2×2
+    patches (patch_size=1, 3.5× slower per step: 11×), x₀-prediction (8.2×), input perturbation
+    γ = 0.1 (10–11×), drawing t log-normally as EDM does (ln σ ~ N(−1.2, 1.2²): 13–15×; N(0.6, 1.2²):
+    17–18×; N(0, 1): 17×) or half of the draws log-uniform in t (14–17×), guidance on a limited
+    interval of t (9–10×); on the 1,800-step model a final denoising step (7.2–8.2×). The returned
+    model carries ``prediction_type`` so that samplers read it right.
     """
     check_bool("cond", cond)
     prof = resolve_profile(profile)
