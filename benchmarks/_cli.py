@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 
+from course_lib.guidance import check_guidance_scale
 from course_lib.settings import DEVICES, PROFILES, check_choice, check_int, get_device, resolve_profile
 
 
@@ -86,3 +87,14 @@ def run_main(main: Callable[[], Any]) -> None:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def parse_scales(text: str) -> list[float]:
+    """"0,1,2.5" → [0.0, 1.0, 2.5]; ValueError naming --scales otherwise."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ValueError(f"--scales must be comma-separated numbers like 0,1,2,3,5,8, got {text!r}") from err
+    if not values:
+        raise ValueError(f"--scales must list at least one guidance scale, got {text!r}")
+    return [check_guidance_scale(v, "--scales") for v in values]

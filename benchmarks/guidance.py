@@ -24,24 +24,12 @@ import time
 
 import torch
 
-from _cli import apply_common, benchmark_parser, emit, run_conditions
+from _cli import apply_common, benchmark_parser, emit, parse_scales, run_conditions
 from course_lib.data import load_mnist5000
 from course_lib.evaluation import guidance_sweep
-from course_lib.guidance import check_guidance_scale
 from course_lib.pretrained import digits_model
 from course_lib.samplers import SAMPLERS
 from course_lib.settings import check_choice, check_int
-
-
-def parse_scales(text: str) -> list[float]:
-    """"0,1,2.5" → [0.0, 1.0, 2.5]; ValueError naming --scales otherwise."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise ValueError(f"--scales must be comma-separated numbers like 0,1,2,3,5,8, got {text!r}") from err
-    if not values:
-        raise ValueError(f"--scales must list at least one guidance scale, got {text!r}")
-    return [check_guidance_scale(v, "--scales") for v in values]
 
 
 def prompt_part(profile: str, device: torch.device) -> dict:

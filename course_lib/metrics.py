@@ -471,6 +471,13 @@ def background_noise(images: torch.Tensor, mask: torch.Tensor, *, background: fl
     0 means a spotless margin. Real held-out digits measured on the training digits' margin give a
     small nonzero value (a few of their strokes reach pixels no training digit touches).
     """
+    return float(background_noise_per_image(images, mask, background=background).square().mean().sqrt())
+
+
+def background_noise_per_image(images: torch.Tensor, mask: torch.Tensor, *, background: float = -1.0) -> torch.Tensor:
+    """:func:`background_noise` of each image alone, (N,): the pooled value is the RMS of these, so a few
+    digits whose strokes reach into the margin can outweigh hundreds of spotless ones (chapter 10).
+    Raises ValueError as :func:`background_noise` does."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 1:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a tensor of grey images (N, 1, H, W), got {got}")
@@ -478,4 +485,4 @@ def background_noise(images: torch.Tensor, mask: torch.Tensor, *, background: fl
         got = (mask.dtype, tuple(mask.shape)) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"mask must be a bool tensor of shape {tuple(images.shape[-2:])} (margin_mask), got {got}")
     margin = images.detach().float().clamp(-1, 1)[:, 0][:, mask.to(images.device)]  # (N, M)
-    return float((margin - background).square().mean().sqrt())
+    return (margin - background).square().mean(1).sqrt()

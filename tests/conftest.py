@@ -1,6 +1,8 @@
-"""Shared test set-up: headless matplotlib, the smoke profile, and one torch thread per test."""
+"""Shared test set-up: headless matplotlib, the smoke profile, one torch thread per test, and benchmark scripts as modules."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -17,3 +19,16 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def load_benchmark(monkeypatch):
+    """``load_benchmark("latent")`` → benchmarks/latent.py as a module (its ``main(argv)`` runs the script)."""
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        monkeypatch.syspath_prepend(str(path.parent))  # the scripts import benchmarks/_cli.py as `_cli`
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

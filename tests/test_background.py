@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from course_lib.metrics import background_noise, margin_mask
+from course_lib.metrics import background_noise, background_noise_per_image, margin_mask
 
 
 def test_margin_is_where_every_image_is_black():
@@ -21,6 +21,17 @@ def test_background_noise_is_the_rms_distance_from_black_after_clamping():
     assert background_noise(x, mask) == 0.0
     x = torch.tensor([[[[-0.9, -1.0], [-1.0, -1.0]]]])
     assert background_noise(x, mask) == pytest.approx((0.01 / 4) ** 0.5)
+
+
+def test_pooled_background_noise_is_the_rms_of_the_per_image_values():
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    x = -torch.ones(4, 1, 2, 2)
+    x[1, 0, 0, 0] = 1.0  # one stroke pixel in the margin of one image of four
+    per = background_noise_per_image(x, mask)
+    assert per.shape == (4,) and per.tolist() == [0.0, 1.0, 0.0, 0.0]  # sqrt(2² / 4 pixels)
+    assert background_noise(x, mask) == pytest.approx(0.5)  # that one digit alone: sqrt(1² / 4 images)
+    with pytest.raises(ValueError, match="mask"):
+        background_noise_per_image(x, torch.ones(3, 3, dtype=torch.bool))
 
 
 def test_real_digits_margin():
@@ -43,3 +54,23 @@ def test_bad_inputs_raise(bad):
 def test_no_margin_raises():
     with pytest.raises(ValueError, match="no pixel"):
         margin_mask(torch.zeros(2, 1, 4, 4))
+
+
+def test_backgrounds_benchmark_reports_each_seed_and_the_pooled_margin(capsys, load_benchmark, monkeypatch, tmp_path):
+    """benchmarks/backgrounds.py in the smoke profile: one JSON row per scale whose pooled value is the RMS of its seeds'."""
+    import json
+
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
+    bench = load_benchmark("backgrounds")
+    bench.main(["--profile", "smoke", "--scales", "1,3", "--seeds", "2", "--per-class", "2", "--threads", "1", "--json"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["profile"] == "smoke" and [row["scale"] for row in out["rows"]] == [1.0, 3.0]
+    for row in out["rows"]:
+        assert len(row["per_seed"]) == 2 and 0 <= row["accuracy"] <= 1 and 0 < row["worst_1pct_share"] <= 1
+        rms = (sum(v * v for v in row["per_seed"]) / 2) ** 0.5  # equal seeds: pooled = RMS of the seeds
+        assert row["pooled"] == pytest.approx(rms, abs=0.02)
+    with pytest.raises(ValueError, match="--seeds"):
+        bench.main(["--profile", "smoke", "--seeds", "0"])
+    with pytest.raises(ValueError, match="--scales"):
+        bench.main(["--profile", "smoke", "--scales", "three"])

@@ -207,18 +207,12 @@ def test_scene_judge_reads_held_out_scenes_and_verifies_its_sha256(tmp_path):
         load_scene_judge(bad)
 
 
-def test_latent_benchmark_reports_json(capsys, monkeypatch, tmp_path):
+def test_latent_benchmark_reports_json(capsys, load_benchmark, monkeypatch, tmp_path):
     """benchmarks/latent.py in the smoke profile: one JSON object with the issue's keys."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "latent.py"
-    monkeypatch.syspath_prepend(str(path.parent))  # the script imports benchmarks/_cli.py as `_cli`
-    spec = importlib.util.spec_from_file_location("latent_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("latent")
     bench.main(["--profile", "smoke", "--threads", "1", "--json"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in bench.KEYS + ("profile", "device", "threads", "load_average", "wall_seconds"):

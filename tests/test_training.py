@@ -238,19 +238,13 @@ def test_cpu_profile_loads_the_shipped_class_conditional_model_of_its_own_recipe
         load_shipped_model(UNet(digits_config("cpu", num_classes=10)), COND_SHIPPED, cond_identity("smoke"))
 
 
-def test_train_throughput_benchmark_reports_json(capsys, monkeypatch):
+def test_train_throughput_benchmark_reports_json(capsys, load_benchmark, monkeypatch):
     """benchmarks/train_throughput.py in the smoke profile: one JSON object with the agreed keys."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     pytest.importorskip("diffusers")
     monkeypatch.delenv("COURSE_PROFILE", raising=False)
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
-    monkeypatch.syspath_prepend(str(path.parent))  # the script imports benchmarks/_cli.py as `_cli`
-    spec = importlib.util.spec_from_file_location("train_throughput", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("train_throughput")
     bench.main(["--profile", "smoke", "--device", "cpu", "--rounds", "1", "--threads", "1", "--json"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("device", "course_params", "diffusers_params", "course_train_img_per_s", "diffusers_train_img_per_s",

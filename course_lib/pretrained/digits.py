@@ -72,7 +72,10 @@ def digits_train_config(profile: Profile = "auto", *, cond: bool = False) -> Tra
     (500 samples, seeds 0 and 1; the card's scores) — 2.0–4.5× over six such seeds, 2.87× pooled over
     3,000: 30 of the 3,000 digits hold 58 % of it (the worst, a 6 whose stroke touches the top edge,
     scores 89× alone), and the median digit's margin is 0.0020 from black, a quarter of one 8-bit
-    grey level (real digits: exactly black in 99 % of them). Ruled out at 900 steps: the 2×2
+    grey level (real digits: exactly black in 99 % of them). Those digits are drawn too big by the
+    guidance: the same 3,000 starting noises give 1.81× pooled at s = 1 and 1.98× at s = 2
+    (``benchmarks/backgrounds.py``). A second phase from this model's EMA weights (14,400 steps at
+    lr 5e-4, another seed) made it worse, 3.16× pooled at s = 3. Ruled out at 900 steps: the 2×2
     patches (patch_size=1, 3.5× slower per step: 11×), x₀-prediction (8.2×), input perturbation
     γ = 0.1 (10–11×), drawing t log-normally as EDM does (ln σ ~ N(−1.2, 1.2²): 13–15×; N(0.6, 1.2²):
     17–18×; N(0, 1): 17×) or half of the draws log-uniform in t (14–17×), guidance on a limited
