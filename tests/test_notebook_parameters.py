@@ -57,7 +57,7 @@ def test_help_notebook_command_shows_types():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     for line in ("n_samples: Optional[int] (default None)", "num_steps: Optional[int] (default None)",
-                 "sampler: str (default \"ddim\")"):
+                 "sampler: str (default \"dpmpp_2m_sde\")"):
         assert line in out.stdout, f"{line!r} missing from:\n{out.stdout}"
 
 
