@@ -137,7 +137,7 @@ def plot_gan_losses(g_losses: Sequence[float], d_losses: Sequence[float], *, win
 
 # ----------------------------------------------------------------------------- the race
 RACE_SAMPLER, RACE_BATCH = "ddim", 250
-DEFAULT_STEPS = {"smoke": 5, "cpu": 25, "gpu": 50}  # DDIM steps, as chapter 10
+DEFAULT_STEPS = {"smoke": 5, "cpu": 25, "gpu": 50}  # DDIM steps: chapter 10's step counts (its sampler is now the SDE solver)
 
 
 def load_family(name: Family, profile: Profile = "auto", *, device: str | torch.device | None = None,
