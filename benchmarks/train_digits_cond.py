@@ -35,7 +35,10 @@ PROFILE = "cpu"
 
 
 def default_sampling_scores(model: torch.nn.Module, schedule, *, per_class: int = 50, seeds: tuple[int, ...] = (0, 1)) -> dict:
-    """Margin noise (× real test digits) and class accuracy of the default sampling, s = 3, 20 steps, per seed."""
+    """Margin noise (× the 1,000 real test digits' value, the card's ``real margin rms``) and class accuracy of
+    the default sampling, s = 3, 20 steps, per seed. Chapter 10 and ``benchmarks/backgrounds.py`` divide by
+    all 5,000 real digits' value instead (``metrics.held_out_background_noise``, 1.7× larger); the card keeps
+    the unit it was written in."""
     train, test = load_mnist5000("train", size=32), load_mnist5000("test", size=32)
     margin = margin_mask(train.images)  # (32, 32) bool: black in every training digit
     real = background_noise(test.images, margin)

@@ -24,6 +24,8 @@ them through the small classifier that ships with the package
   :func:`course_lib.viz.plot_nearest` shows the pairs.
 - :func:`sliced_wasserstein` and :func:`mmd` — the same questions for (N, 2) point clouds of
   the 2-D toys (chapters 03–04).
+- :func:`margin_mask`, :func:`background_noise` and the rest of :mod:`course_lib.margins` — clean
+  backgrounds (chapter 10), re-exported here.
 
 ``features="inception"`` swaps in Inception-v3 pool features (the usual FID on photos). It needs
 the ``torch-fidelity`` package and the weights file ``pt_inception-2015-12-05-6726825d.pth`` already
@@ -42,6 +44,13 @@ import torch
 import torch.nn as nn
 
 from .models.classifier import NUM_CLASSES, cached_digit_classifier, check_digit_images
+from .margins import (  # noqa: F401  (re-exported: the clean-background measures of chapter 10)
+    background_noise,
+    background_noise_per_image,
+    background_ratio_interval,
+    held_out_background_noise,
+    margin_mask,
+)
 from .settings import check_bool, check_choice, check_float, check_images, check_int
 
 FeatureSpace = Literal["digits", "inception"]
@@ -448,41 +457,3 @@ def predicted_classes(images: torch.Tensor, *, batch_size: int = 500) -> torch.T
 
 
 # ----------------------------------------------------------------------------- clean backgrounds
-def margin_mask(real: torch.Tensor, *, background: float = -1.0) -> torch.Tensor:
-    """The margin: the pixels (H, W) where *every* image of ``real`` is pure background (chapter 10).
-
-    For the MNIST-5000 training digits (32×32) these are 364 of the 1,024 pixels: the 2-pixel
-    padding all around and the corners the strokes never reach. Returns a bool tensor (H, W);
-    raises ValueError when ``real`` is not a non-empty (N, 1, H, W) tensor or no pixel qualifies.
-    """
-    if not isinstance(real, torch.Tensor) or real.dim() != 4 or real.shape[1] != 1 or real.shape[0] < 1:
-        got = tuple(real.shape) if isinstance(real, torch.Tensor) else type(real).__name__
-        raise ValueError(f"real must be a tensor of grey images (N, 1, H, W), got {got}")
-    mask = (real == background).all(0)[0]
-    if not bool(mask.any()):
-        raise ValueError(f"no pixel is {background} in every image of real; there is no margin to measure")
-    return mask
-
-
-def background_noise(images: torch.Tensor, mask: torch.Tensor, *, background: float = -1.0) -> float:
-    """How speckled the margin is: the root-mean-square deviation from pure black (−1) over the
-    ``mask`` pixels (:func:`margin_mask`) of every image, after clamping to [−1, 1] as a picture is shown.
-
-    0 means a spotless margin. Real held-out digits measured on the training digits' margin give a
-    small nonzero value (a few of their strokes reach pixels no training digit touches).
-    """
-    return float(background_noise_per_image(images, mask, background=background).square().mean().sqrt())
-
-
-def background_noise_per_image(images: torch.Tensor, mask: torch.Tensor, *, background: float = -1.0) -> torch.Tensor:
-    """:func:`background_noise` of each image alone, (N,): the pooled value is the RMS of these, so a few
-    digits whose strokes reach into the margin can outweigh hundreds of spotless ones (chapter 10).
-    Raises ValueError as :func:`background_noise` does."""
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 1:
-        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor of grey images (N, 1, H, W), got {got}")
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != tuple(images.shape[-2:]):
-        got = (mask.dtype, tuple(mask.shape)) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ValueError(f"mask must be a bool tensor of shape {tuple(images.shape[-2:])} (margin_mask), got {got}")
-    margin = images.detach().float().clamp(-1, 1)[:, 0][:, mask.to(images.device)]  # (N, M)
-    return (margin - background).square().mean(1).sqrt()

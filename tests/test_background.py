@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from course_lib.metrics import background_noise, background_noise_per_image, margin_mask
+from course_lib.metrics import (background_noise, background_noise_per_image, background_ratio_interval,
+                                held_out_background_noise, margin_mask)
 
 
 def test_margin_is_where_every_image_is_black():
@@ -43,6 +44,46 @@ def test_real_digits_margin():
     assert 0 < background_noise(load_mnist5000("test").images, mask) < 0.01
 
 
+def test_held_out_reference_measures_each_image_on_the_margin_of_the_others():
+    """One image lights a pixel no other image touches: on the others' margin (all 16 pixels) it alone is
+    off black, by 2 on one pixel — sqrt(4/16) = 0.5 — in every split; the rest stay spotless."""
+    imgs = -torch.ones(10, 1, 4, 4)
+    imgs[3, 0, 0, 0] = 1.0
+    per = held_out_background_noise(imgs, folds=5, repeats=3)
+    assert per.shape == (10,) and per[3] == pytest.approx(0.5) and per[torch.arange(10) != 3].abs().max() == 0
+    imgs[7, 0, 0, 0] = 1.0  # a second image shares the pixel: in a split that keeps them apart neither counts
+    assert float(held_out_background_noise(imgs, folds=10, repeats=2).abs().max()) == 0.0  # leave-one-out
+    with pytest.raises(ValueError, match="folds"):
+        held_out_background_noise(imgs, folds=1)
+    with pytest.raises(ValueError, match="repeats"):
+        held_out_background_noise(imgs, repeats=0)
+    with pytest.raises(ValueError, match="real"):
+        held_out_background_noise(torch.zeros(3, 4, 4))
+
+
+def test_held_out_reference_of_the_real_digits_is_larger_than_the_lucky_test_split():
+    """Chapter 10's reference: a few dozen of the 5,000 digits make it, and the 1,000 test digits alone give less."""
+    from course_lib.data import load_mnist5000
+
+    train, test = load_mnist5000("train").images, load_mnist5000("test").images
+    per = held_out_background_noise(torch.cat([train, test]), repeats=10)
+    pooled = float(per.square().mean().sqrt())
+    assert 20 <= int((per > 0).sum()) <= 200
+    assert 1.3 * background_noise(test, margin_mask(train)) < pooled < 0.01
+
+
+def test_ratio_interval_brackets_the_ratio_and_checks_its_inputs():
+    assert background_ratio_interval(torch.full((50,), 2.0), torch.ones(40)) == pytest.approx((2.0, 2.0))
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(500, generator=g)
+    low, high = background_ratio_interval(3 * torch.rand(500, generator=g), real)
+    assert low < 3 < high and high - low < 1
+    with pytest.raises(ValueError, match="generated"):
+        background_ratio_interval(torch.ones(1), real)
+    with pytest.raises(ValueError, match="level"):
+        background_ratio_interval(real, real, level=1.5)
+
+
 @pytest.mark.parametrize("bad", [torch.zeros(2, 2), torch.zeros(2, 3, 4, 4), "x"])
 def test_bad_inputs_raise(bad):
     with pytest.raises(ValueError):
@@ -70,6 +111,10 @@ def test_backgrounds_benchmark_reports_each_seed_and_the_pooled_margin(capsys, l
         assert len(row["per_seed"]) == 2 and 0 <= row["accuracy"] <= 1 and 0 < row["worst_1pct_share"] <= 1
         rms = (sum(v * v for v in row["per_seed"]) / 2) ** 0.5  # equal seeds: pooled = RMS of the seeds
         assert row["pooled"] == pytest.approx(rms, abs=0.02)
+        low, high = row["pooled_interval"]
+        assert low <= row["pooled"] <= high
+        # the held-out reference of all 5,000 digits is larger than the test split's, so the old ratio is larger
+        assert row["pooled_vs_test_split"] == pytest.approx(row["pooled"] * out["real_margin_rms"] / out["test_split_margin_rms"], rel=0.05, abs=0.02)
     with pytest.raises(ValueError, match="--seeds"):
         bench.main(["--profile", "smoke", "--seeds", "0"])
     with pytest.raises(ValueError, match="--scales"):

@@ -79,7 +79,11 @@ def digits_train_config(profile: Profile = "auto", *, cond: bool = False) -> Tra
     patches (patch_size=1, 3.5× slower per step: 11×), x₀-prediction (8.2×), input perturbation
     γ = 0.1 (10–11×), drawing t log-normally as EDM does (ln σ ~ N(−1.2, 1.2²): 13–15×; N(0.6, 1.2²):
     17–18×; N(0, 1): 17×) or half of the draws log-uniform in t (14–17×), guidance on a limited
-    interval of t (9–10×); on the 1,800-step model a final denoising step (7.2–8.2×). The returned
+    interval of t (9–10×); on the 1,800-step model a final denoising step (7.2–8.2×). All these
+    ratios are × the 1,000 test digits' 0.0020; chapter 10 now measures against all 5,000 real digits,
+    each on the margin of 4,000 others (``metrics.held_out_background_noise``: 0.0033, because three
+    test digits made the old value), and there the shipped model gives 1.08× pooled at s = 1 and 1.68×
+    at s = 3 (95 % interval 1.19–2.61×) over twelve seeds of 500. The returned
     model carries ``prediction_type`` so that samplers read it right.
     """
     check_bool("cond", cond)
