@@ -29,7 +29,7 @@ import torch
 from _cli import apply_common, benchmark_parser, emit, run_conditions, run_main
 from course_lib.data import load_mnist5000
 from course_lib.evaluation import disjoint_subsets
-from course_lib.families import DEFAULT_STEPS, FAMILIES, FAMILY_NAMES, draw_in_batches, load_family, score_family
+from course_lib.families import DEFAULT_STEPS, FAMILIES, FAMILY_NAMES, RACE_SAMPLER, draw_in_batches, load_family, score_family
 from course_lib.metrics import fid, kid
 from course_lib.settings import check_int
 
@@ -39,7 +39,7 @@ DEFAULT_N = {"smoke": 50, "cpu": 1000, "gpu": 1000}
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = benchmark_parser(__doc__)
     ap.add_argument("--n", type=int, default=None, help=f"pictures per family (and real digits); default {DEFAULT_N}")
-    ap.add_argument("--num-steps", type=int, default=None, help=f"DDIM steps for diffusion; default {DEFAULT_STEPS}")
+    ap.add_argument("--num-steps", type=int, default=None, help=f"sampler steps for diffusion; default {DEFAULT_STEPS}")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-longer", action="store_true", help="leave out chapter 04's final model (diffusion, trained longer)")
     ap.add_argument("--save-samples", default=None, metavar="DIR", help="write <family>.pt = {'samples': (n, 1, 32, 32)}")
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def print_table(r: dict[str, Any]) -> None:
     print(f"\nthree families · profile {r['profile']} · {r['device']} · {r['threads']} threads · load {r['load_average']}")
-    print(f"{r['n']} pictures per family vs {r['n']} real training digits · diffusion: DDIM, {r['num_steps']} steps")
+    print(f"{r['n']} pictures per family vs {r['n']} real training digits · diffusion: {RACE_SAMPLER}, {r['num_steps']} steps")
     print(f"\n{'':>26} {'FID':>7} {'KID':>8} {'class entropy':>14} {'train steps':>12} {'train s':>8} {'s / 1000 pict.':>15}")
     for name in (n for n in (*FAMILIES, "diffusion_longer") if n in r):
         s = r[name]

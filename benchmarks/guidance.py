@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from _cli import apply_common, benchmark_parser, emit, parse_scales, run_conditions
+from _cli import apply_common, benchmark_parser, emit, parse_scales, run_conditions, run_main
 from course_lib.data import load_mnist5000
 from course_lib.evaluation import guidance_sweep
 from course_lib.pretrained import digits_model
@@ -105,4 +105,4 @@ def print_table(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 
-from _cli import apply_common, benchmark_parser, emit, run_conditions
+from _cli import apply_common, benchmark_parser, emit, run_conditions, run_main
 from course_lib.latent import latent_benchmark
 
 KEYS = ("recon_psnr", "compression", "pixel_train_img_s", "latent_train_img_s", "pixel_sample_s", "latent_sample_s",
@@ -51,4 +51,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

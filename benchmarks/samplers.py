@@ -24,10 +24,9 @@ The model is ``pretrained.digits_model(profile)``: loaded from runs/ when cached
 
 from __future__ import annotations
 
-import sys
 import time
 
-from _cli import apply_common, benchmark_parser, emit, run_conditions
+from _cli import apply_common, benchmark_parser, emit, run_conditions, run_main
 from course_lib.data import load_mnist5000
 from course_lib.pretrained import digits_model, flow_digits_model, reflow_digits_model
 from course_lib.schedules import SPACINGS
@@ -123,4 +122,4 @@ def print_table(r: dict) -> None:
               f"reflow +{r['reflow_extra_seconds']:.0f} s (pairs + second training)")
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main)

@@ -68,21 +68,23 @@ def held_out_background_noise(
     ``repeats`` random splits; each digit's value is the root of its mean square over the repeats, so
     the pooled reference is ``values.square().mean().sqrt()``. Real digits leave the margin exactly
     black nearly always, so a handful of digits make the whole value: on MNIST-5000, 68 of the 5,000
-    digits; on the 1,000 test digits, three. One 1,000-digit part alone gives anything from 0 to about
-    2× the all-digit value (the test split: 0.6×) — hence all the digits, and the repeats (different
+    digits; on the 1,000 test digits, three. One 1,000-digit part alone gives anything from 0 to nearly
+    3× the all-digit value (the test split: 0.6×) — hence all the digits, and the repeats (different
     ``seed`` values move the all-digit value by a few per cent).
-    Raises ValueError for a non-image ``real``, fewer than 2 folds or more folds than digits, or
-    ``repeats`` < 1.
+    Raises ValueError for a non-image ``real`` or fewer than 2 of them, fewer than 2 folds or more folds
+    than digits, ``repeats`` < 1 or a negative ``seed``.
     """
     if not isinstance(real, torch.Tensor) or real.dim() != 4 or real.shape[1] != 1:
         got = tuple(real.shape) if isinstance(real, torch.Tensor) else type(real).__name__
         raise ValueError(f"real must be a tensor of grey images (N, 1, H, W), got {got}")
-    folds = check_int("folds", folds, min_value=2, max_value=max(2, real.shape[0]))
+    if real.shape[0] < 2:
+        raise ValueError(f"real must hold at least 2 images (each is measured on the others' margin), got {real.shape[0]}")
+    folds = check_int("folds", folds, min_value=2, max_value=real.shape[0])
     repeats = check_int("repeats", repeats, min_value=1)
-    n, gen = real.shape[0], torch.Generator().manual_seed(seed)
+    n, gen = real.shape[0], torch.Generator().manual_seed(check_int("seed", seed, min_value=0))
     squares = torch.zeros(n)
     for _ in range(repeats):
-        for part in torch.randperm(n, generator=gen).chunk(folds):  # (≈ n/folds,) digits measured this time
+        for part in torch.randperm(n, generator=gen).tensor_split(folds):  # (≈ n/folds,) digits measured this time
             rest = torch.ones(n, dtype=torch.bool)
             rest[part] = False
             mask = margin_mask(real[rest], background=background)
@@ -98,12 +100,16 @@ def background_ratio_interval(
     ``generated`` and ``real`` are per-image values (:func:`background_noise_per_image`,
     :func:`held_out_background_noise`); both sides are resampled with replacement, ``draws`` times,
     and the central ``level`` share of the ratios of their RMS values is returned. A few digits make
-    each side's value, so the interval is wide — it says how far a ratio can be trusted.
+    each side's value, so the interval is wide — it says how far a ratio can be trusted. A reference
+    made by a handful of nonzero values (the 1,000 test digits: three) makes it useless: resamples
+    that miss them all have a reference near 0. Raises ValueError when ``real`` has no positive value.
     """
     for name, v in (("generated", generated), ("real", real)):
         if not isinstance(v, torch.Tensor) or v.dim() != 1 or v.numel() < 2:
             raise ValueError(f"{name} must be a 1-D tensor of at least 2 per-image values, got "
                              f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
+    if not bool((real > 0).any()):
+        raise ValueError("real has no positive value: there is no reference to divide by")
     draws = check_int("draws", draws, min_value=10)
     level = check_float("level", level, min_value=0.5, max_value=0.999)
     gen = torch.Generator().manual_seed(check_int("seed", seed, min_value=0))

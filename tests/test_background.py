@@ -59,6 +59,18 @@ def test_held_out_reference_measures_each_image_on_the_margin_of_the_others():
         held_out_background_noise(imgs, repeats=0)
     with pytest.raises(ValueError, match="real"):
         held_out_background_noise(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="at least 2"):
+        held_out_background_noise(imgs[:1])
+
+
+def test_held_out_value_is_the_root_mean_square_over_the_random_splits():
+    """Two of four images share a pixel no other touches: each counts (0.5) only when the other sits in the
+    same part, which two halves of four do with probability 1/3 — so its value² is 0.25/3, not (0.5/3)²."""
+    imgs = -torch.ones(4, 1, 4, 4)
+    imgs[:2, 0, 0, 0] = 1.0
+    per = held_out_background_noise(imgs, folds=2, repeats=600)
+    assert per[:2].square() == pytest.approx(torch.full((2,), 0.25 / 3), abs=0.02)
+    assert per[2:].abs().max() == 0
 
 
 def test_held_out_reference_of_the_real_digits_is_larger_than_the_lucky_test_split():
@@ -78,6 +90,13 @@ def test_ratio_interval_brackets_the_ratio_and_checks_its_inputs():
     real = torch.rand(500, generator=g)
     low, high = background_ratio_interval(3 * torch.rand(500, generator=g), real)
     assert low < 3 < high and high - low < 1
+    # RMS, not mean: half zeros and half 2s have mean 1 but RMS √2 against a constant 1
+    low, high = background_ratio_interval(torch.tensor([0.0, 2.0]).repeat(500), torch.ones(100))
+    assert low < 2 ** 0.5 < high and high < 1.2 * 2 ** 0.5
+    with pytest.raises(ValueError, match="no positive"):
+        background_ratio_interval(real, torch.zeros(10))
+    with pytest.raises(ValueError, match="draws"):
+        background_ratio_interval(real, real, draws=1)
     with pytest.raises(ValueError, match="generated"):
         background_ratio_interval(torch.ones(1), real)
     with pytest.raises(ValueError, match="level"):
@@ -114,6 +133,7 @@ def test_backgrounds_benchmark_reports_each_seed_and_the_pooled_margin(capsys, l
         low, high = row["pooled_interval"]
         assert low <= row["pooled"] <= high
         # the held-out reference of all 5,000 digits is larger than the test split's, so the old ratio is larger
+        assert row["pooled_vs_test_split"] >= row["pooled"]
         assert row["pooled_vs_test_split"] == pytest.approx(row["pooled"] * out["real_margin_rms"] / out["test_split_margin_rms"], rel=0.05, abs=0.02)
     with pytest.raises(ValueError, match="--seeds"):
         bench.main(["--profile", "smoke", "--seeds", "0"])
