@@ -455,5 +455,3 @@ def predicted_classes(images: torch.Tensor, *, batch_size: int = 500) -> torch.T
     with torch.no_grad():
         return torch.cat([net(chunk.float()).argmax(-1) for chunk in images.split(batch_size)])  # (N,)
 
-
-# ----------------------------------------------------------------------------- clean backgrounds
