@@ -9,7 +9,7 @@ PROFILE ?= auto
 BUILD   := build
 BOOK_FLAGS ?=
 
-.PHONY: course test unit notebooks book sweep bench install clean
+.PHONY: course course-check test unit notebooks book sweep bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,19 @@ course: $(STAMP)
 	$(MAKE) --no-print-directory book
 	@echo "The book is ready: open $(abspath $(BUILD))/book/html/index.html"
 
+## course-check: the cpu course as a learner meets it, with every guard: fresh model cache, every chapter
+##   (seed 0, each within CHAPTER_SECONDS), then chapters 04, 06, 07 and 10 again with seeds 1 and 2.
+##   Run it before resolving an issue that touches a chapter; the cpu-course workflow runs it weekly.
+CHECK := $(BUILD)/course-check
+CHAPTER_SECONDS ?= 600
+course-check: $(STAMP)
+	rm -rf $(CHECK)
+	export COURSE_RUNS_DIR=$(abspath $(CHECK))/runs COURSE_STATIC=1 PYTHONUNBUFFERED=1; \
+	$(PY) -m course_lib.sweep all --profile cpu --keep-going --max-seconds $(CHAPTER_SECONDS) --out $(CHECK)/seed0 && \
+	for s in 1 2; do \
+	  $(PY) -m course_lib.sweep all --profile cpu --keep-going --seed $$s --only 04 06 07 10 --out $(CHECK)/seed$$s || exit 1; \
+	done
+
 ## book: build the Jupyter Book from the executed notebooks in build/notebooks
 book: $(STAMP)
 	rm -rf $(BUILD)/book_src $(BUILD)/book_out $(BUILD)/book/html
@@ -33,12 +46,12 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build $(BUILD)/book_src --path-output $(BUILD)/book_out --all $(BOOK_FLAGS)
 	mv $(BUILD)/book_out/_build/html $(BUILD)/book/html
 
-## test: unit + diffusers-oracle tests, nbval over every notebook (smoke), and a warnings-as-errors book build
+## test: unit + diffusers-oracle tests and every chapter executed once in the smoke profile (on both cores),
+##       then a warnings-as-errors book build from those executed chapters and the book checks
 test: $(STAMP)
-	COURSE_PROFILE=smoke $(PY) -m pytest tests
-	COURSE_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
-	$(MAKE) --no-print-directory course PROFILE=smoke BOOK_FLAGS="-W -n --keep-going"
-	$(PY) -m pytest tests/book_checks.py
+	COURSE_PROFILE=smoke $(PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider tests
+	$(MAKE) --no-print-directory book BOOK_FLAGS="-W -n --keep-going"
+	$(PY) -m pytest -p no:cacheprovider tests/book_checks.py
 
 ## sweep: rerun one notebook over a parameter grid and print the figures it records, one row per run, e.g.
 ##   make sweep NB=notebooks/02_noise_schedules.ipynb ARGS="-p schedule linear,cosine"

@@ -30,9 +30,8 @@ from _cli import apply_common, benchmark_parser, emit, run_conditions, run_main
 from course_lib.data import load_mnist5000
 from course_lib.pretrained import digits_model, flow_digits_model, reflow_digits_model
 from course_lib.schedules import SPACINGS
-from course_lib.solvers import SIGMA_SAMPLERS, SIGMA_SPACINGS
+from course_lib.solvers import EDM_SIGMA_MAX, SIGMA_SAMPLERS, SIGMA_SPACINGS
 from course_lib.steps_table import (
-    EDM_SIGMA_MAX,
     SamplerConfig,
     best_ratio_within,
     best_within,

@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 
 from course_lib.latent import (
-    DEFAULT_STRENGTH, TEST_SEED, Pipeline, autoencoder_model, edit_benchmark, latent_model, latent_recipe,
+    DEFAULT_STRENGTH, Pipeline, autoencoder_model, edit_benchmark, latent_model, latent_recipe,
     prompt_accuracy, reconstruction_psnr,
 )
+from course_lib.data import SCENES_TEST_SEED
 from course_lib.latent.pipeline import autoencoder_identity, latent_identity
 from course_lib.shipped import WEIGHTS_DIR, save_shipped
 from course_lib.models.autoencoder import decode_latents, encode_latents
@@ -45,7 +46,7 @@ PROFILE = "cpu"
 def train_autoencoder(run_root: Path, out_dir: Path) -> dict:
     recipe = latent_recipe(PROFILE)
     ae, info = autoencoder_model(PROFILE, run_dir=run_root / "latent-ae-cpu")
-    test = make_scenes(500, seed=TEST_SEED)
+    test = make_scenes(500, seed=SCENES_TEST_SEED)
     scores = {"recon_psnr": reconstruction_psnr(ae, test.images),
               "judge_on_recon": scene_accuracy(decode_latents(ae, encode_latents(ae, test.images)), test.attributes)}
     keep = {k: info[k] for k in ("scale_factor", "train_seconds", "steps", "losses", "config", "profile")}

@@ -27,21 +27,21 @@ import torch
 from torch import nn
 
 from .checkpoints import (
-    _optimizer_tensors,
-    _restore_optimizer,
-    _restore_rng,
-    _rng_tensors,
     check_same,
     check_signature,
     fingerprint,
     has_checkpoint,
     load_checkpoint,
     model_signature,
+    optimizer_tensors,
+    restore_optimizer,
+    restore_rng,
+    rng_tensors,
     save_checkpoint,
     state_dict_into,
 )
 from .models.gan import hinge_d_loss, hinge_g_loss
-from .settings import check_bool, check_float, check_int, get_device
+from .settings import check_bool, check_float, check_int, resolve_device
 from .training import TrainingDiverged, ema_decay_at, ema_update
 
 
@@ -126,7 +126,7 @@ def train_gan(
         raise ValueError(f"data must be a float tensor of images (N, C, H, W), got {getattr(data, 'shape', type(data))}")
     latent_dim = check_int("generator.config.latent_dim", getattr(getattr(generator, "config", None), "latent_dim", None),
                            min_value=1)
-    dev = torch.device(device) if isinstance(device, torch.device) else get_device(device or "auto")
+    dev = resolve_device(device)
     identity = {"generator": model_signature(generator), "discriminator": model_signature(discriminator),
                 "train_config": asdict(config), "objective": {"objective": "hinge-gan"}, "data": fingerprint(data)}
 
@@ -150,11 +150,11 @@ def train_gan(
         state_dict_into(G, tensors, "gen.")
         state_dict_into(D, tensors, "disc.")
         state_dict_into(G_ema, tensors, "ema.")
-        _restore_optimizer(opt_g, {k[2:]: v for k, v in tensors.items() if k.startswith("g.optim.")},
-                           state["optimizer_g"])
-        _restore_optimizer(opt_d, {k[2:]: v for k, v in tensors.items() if k.startswith("d.optim.")},
-                           state["optimizer_d"])
-        _restore_rng(gen, tensors, dev)
+        restore_optimizer(opt_g, {k[2:]: v for k, v in tensors.items() if k.startswith("g.optim.")},
+                          state["optimizer_g"])
+        restore_optimizer(opt_d, {k[2:]: v for k, v in tensors.items() if k.startswith("d.optim.")},
+                          state["optimizer_d"])
+        restore_rng(gen, tensors, dev)
         start, seconds_before = int(state["step"]), float(state["seconds"])
         g_losses, d_losses = list(state["g_losses"]), list(state["d_losses"])
 
@@ -167,13 +167,13 @@ def train_gan(
 
     def commit(step: int) -> None:
         committed["seconds"] = seconds()
-        g_t, g_groups = _optimizer_tensors(opt_g)
-        d_t, d_groups = _optimizer_tensors(opt_d)
+        g_t, g_groups = optimizer_tensors(opt_g)
+        d_t, d_groups = optimizer_tensors(opt_d)
         tensors = {**{f"gen.{k}": v for k, v in G.state_dict().items()},
                    **{f"disc.{k}": v for k, v in D.state_dict().items()},
                    **{f"ema.{k}": v for k, v in G_ema.state_dict().items()},
                    **{f"g.{k}": v for k, v in g_t.items()}, **{f"d.{k}": v for k, v in d_t.items()},
-                   **_rng_tensors(gen, dev)}
+                   **rng_tensors(gen, dev)}
         save_checkpoint(run_dir, tensors, {**identity, "step": step, "seconds": committed["seconds"],
                                            "g_losses": g_losses, "d_losses": d_losses,
                                            "optimizer_g": g_groups, "optimizer_d": d_groups})

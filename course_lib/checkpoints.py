@@ -249,13 +249,17 @@ def check_identity(state: dict[str, Any], identity: dict[str, Any], model: nn.Mo
                {"data": identity["data"], "conditions": identity["conditions"]})
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """An optimizer's moments as flat tensors (``optim.<param>.<name>``) and its param groups (JSON-able).
+
+    The resume bookkeeping of every training loop (:func:`save_run`; the GAN's two optimizers, chapter 09)."""
     sd = opt.state_dict()
     tensors = {f"optim.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
     return tensors, sd["param_groups"]
 
 
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> None:
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> None:
+    """Load what :func:`optimizer_tensors` wrote back into ``opt`` (Adam's betas back to a tuple)."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, v in tensors.items():
         if name.startswith("optim."):
@@ -265,14 +269,16 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _rng_tensors(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+def rng_tensors(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """The run's RNG states as tensors: its data generator, torch's global one and, on CUDA, the device's."""
     out = {"rng.data": gen.get_state(), "rng.torch": torch.get_rng_state()}
     if device.type == "cuda":
         out["rng.cuda"] = torch.cuda.get_rng_state(device)
     return out
 
 
-def _restore_rng(gen: torch.Generator, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+def restore_rng(gen: torch.Generator, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Set the RNG states that :func:`rng_tensors` saved, so a resumed run draws what an uninterrupted one would."""
     gen.set_state(tensors["rng.data"])
     torch.set_rng_state(tensors["rng.torch"])
     if device.type == "cuda" and "rng.cuda" in tensors:
@@ -282,10 +288,10 @@ def _restore_rng(gen: torch.Generator, tensors: dict[str, torch.Tensor], device:
 def save_run(run_dir: str | os.PathLike, model: nn.Module, ema_model: nn.Module, opt: torch.optim.Optimizer,
              gen: torch.Generator, device: torch.device, state: dict[str, Any]) -> Path:
     """Commit everything a run needs to resume exactly: weights, EMA, optimizer moments, RNG states and ``state``."""
-    opt_tensors, groups = _optimizer_tensors(opt)
+    opt_tensors, groups = optimizer_tensors(opt)
     tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
                **{f"ema.{k}": v for k, v in ema_model.state_dict().items()},
-               **opt_tensors, **_rng_tensors(gen, device)}
+               **opt_tensors, **rng_tensors(gen, device)}
     return save_checkpoint(run_dir, tensors, {**state, "optimizer_param_groups": groups})
 
 
@@ -296,8 +302,8 @@ def resume_run(run_dir: str | os.PathLike, identity: dict[str, Any], model: nn.M
     check_identity(state, identity, model)
     state_dict_into(model, tensors, "model.")
     state_dict_into(ema_model, tensors, "ema.")
-    _restore_optimizer(opt, tensors, state["optimizer_param_groups"])
-    _restore_rng(gen, tensors, device)
+    restore_optimizer(opt, tensors, state["optimizer_param_groups"])
+    restore_rng(gen, tensors, device)
     return state
 
 

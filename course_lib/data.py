@@ -5,7 +5,9 @@ asks for a torchvision data set with ``download=True``. Images come back NCHW fl
 (book/notation.md); 2-D toys come back as (N, 2) float32, standardised.
 
 Captioned pictures for conditioning and guidance — cartoon cats and dogs with or without hats,
-drawn by code from a seed — live in their own module: ``course_lib.hats.make_hats_dataset``.
+drawn by code from a seed — live in their own module: ``course_lib.hats.make_hats_dataset``. The seeds
+of the drawn sets that the shared models train and are measured on live here, in one place
+(:data:`HATS_TRAIN_SEED`, :data:`SCENES_TRAIN_SEED`, :data:`SCENES_TEST_SEED`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ TORCHVISION_NAMES: tuple[str, ...] = get_args(TorchvisionName)
 MnistSplit = Literal["train", "test", "all"]
 MNIST_SPLITS: tuple[str, ...] = get_args(MnistSplit)
 OFFLINE_ALTERNATIVES = "load_cat(), load_digits8() (sklearn 8×8 digits) and load_mnist5000() (5,000 MNIST digits)"
+
+#: the seed of the captioned cats and dogs that chapter 08's prompt model trains on,
+#: ``make_hats_dataset(n, seed=HATS_TRAIN_SEED)``; part of its recipe (another seed is another model)
+HATS_TRAIN_SEED = 8
+#: chapter 11's scenes: the training set of its autoencoder and latent denoisers,
+#: ``make_scenes(n, seed=SCENES_TRAIN_SEED)`` (part of their recipes), and the held-out test scenes it measures on
+SCENES_TRAIN_SEED, SCENES_TEST_SEED = 11, 12
 
 
 class Split(NamedTuple):

@@ -40,9 +40,9 @@ import torch
 
 from .guidance import cfg_model
 from .forward import PREDICTION_TYPES, PredictionType, split_prediction_at
-from .samplers import _infer_device
+from .sampler_inputs import check_sampling_inputs
 from .schedules import NoiseSchedule, broadcast_to, sigma_to_t
-from .solvers import flow_denoiser, karras_sigmas, solve_flow
+from .solvers import EDM_SIGMA_MAX, EDM_SIGMA_MIN, flow_denoiser, karras_sigmas, network_calls, solve_flow, steps_within
 from .settings import check_bool, check_choice, check_float, check_int
 
 FlowSampler = Literal["euler", "heun", "midpoint", "dpmpp_2m", "dpmpp_2m_sde"]
@@ -55,10 +55,9 @@ FLOW_LOSSES: tuple[str, ...] = get_args(FlowLoss)
 TIME_SCALE = 1000.0
 #: the steepness a of the ``u_shaped`` time density ∝ exp(a·t) + exp(a·(1 − t)) (Lee et al. 2024 use 4)
 U_SHAPE_A = 4.0
-#: the samplers that read the flow as a denoiser and run chapter 06's DPM-Solver++(2M) on it (N calls each)
+#: the samplers that read the flow as a denoiser and run chapter 06's DPM-Solver++(2M) on it (N calls each);
+#: their noise levels σ = t/(1 − t) are EDM's karras grid (:data:`~course_lib.solvers.EDM_SIGMA_MAX`, ``EDM_SIGMA_MIN``)
 FLOW_DPM_SAMPLERS: tuple[str, ...] = ("dpmpp_2m", "dpmpp_2m_sde")
-#: their default noise levels σ = t/(1 − t): EDM's karras grid (Karras et al. 2022, Table 1)
-FLOW_DPM_SIGMA_MAX, FLOW_DPM_SIGMA_MIN = 80.0, 0.002
 
 
 # ============================================================================ the straight path
@@ -133,8 +132,8 @@ def flow_sigmas(num_steps: int, *, shift: float = 1.0, num_train_timesteps: int 
     return torch.cat([torch.from_numpy(grid).float(), torch.zeros(1)])
 
 
-def flow_dpm_sigmas(num_steps: int, *, shift: float = 1.0, sigma_max: float = FLOW_DPM_SIGMA_MAX,
-                    sigma_min: float = FLOW_DPM_SIGMA_MIN) -> torch.Tensor:
+def flow_dpm_sigmas(num_steps: int, *, shift: float = 1.0, sigma_max: float = EDM_SIGMA_MAX,
+                    sigma_min: float = EDM_SIGMA_MIN) -> torch.Tensor:
     """The grid of times (descending, ending at 0, float32) of the ``dpmpp_2m`` samplers of :func:`sample_flow`:
     EDM's karras noise levels σ from ``sigma_max`` to ``sigma_min`` (ρ = 7) read as flow times
     t = σ/(1 + σ) (x_t/(1 − t) = x₀ + σ·ε: the straight path is the diffusion path at noise level σ,
@@ -190,17 +189,14 @@ def flow_midpoint_step(velocity_fn: VelocityFn, x: torch.Tensor, sigma: float, s
 
 def flow_network_evaluations(sampler: FlowSampler, num_steps: int) -> int:
     """Network calls of ``num_steps`` steps: N for euler and both dpmpp samplers, 2N − 1 for heun (no
-    correction on the last step, to t = 0), 2N for midpoint."""
-    check_choice("sampler", sampler, FLOW_SAMPLERS)
-    num_steps = check_int("num_steps", num_steps, min_value=1)
-    return {"heun": 2 * num_steps - 1, "midpoint": 2 * num_steps}.get(sampler, num_steps)
+    correction on the last step, to t = 0), 2N for midpoint (:func:`course_lib.solvers.network_calls`)."""
+    return network_calls(check_choice("sampler", sampler, FLOW_SAMPLERS), num_steps)
 
 
 def flow_steps_for_nfe(sampler: FlowSampler, nfe: int) -> int:
-    """The most steps ``sampler`` can take within ``nfe`` network calls (at least 1)."""
-    check_choice("sampler", sampler, FLOW_SAMPLERS)
-    nfe = check_int("nfe", nfe, min_value=1)
-    return {"heun": (nfe + 1) // 2, "midpoint": max(1, nfe // 2)}.get(sampler, nfe)
+    """The most steps ``sampler`` can take within ``nfe`` network calls (at least 1;
+    :func:`course_lib.solvers.steps_within`)."""
+    return steps_within(check_choice("sampler", sampler, FLOW_SAMPLERS), nfe)
 
 
 # ============================================================================ the sampling loop
@@ -246,23 +242,17 @@ def sample_flow(
     Classifier-free guidance works as in :func:`course_lib.samplers.sample`: with ``cond`` (labels (B,),
     −1 = no condition) and ``guidance_scale`` s ≠ 1 each call is one batched call through
     :func:`course_lib.guidance.cfg_model`, ṽ = v_∅ + s·(v_c − v_∅) (the velocity is affine in ε at a
-    fixed x and t, so the combination is the same as for ε).
+    fixed x and t, so the combination is the same as for ε). The arguments shared with ``sample`` are checked
+    once per call by :func:`course_lib.sampler_inputs.check_sampling_inputs`.
     Returns the samples (B, …), or a :class:`FlowSampleResult` with ``return_trajectory=True``.
     """
     check_choice("sampler", sampler, FLOW_SAMPLERS)
     shift = check_shift(shift)
-    guidance_scale = check_float("guidance_scale", guidance_scale, min_value=0.0)
     time_scale = check_float("time_scale", time_scale, min_value=0.0)
     check_bool("progress", progress)
     check_bool("return_trajectory", return_trajectory)
-    if not callable(model):
-        raise ValueError(f"model must be a callable model(x, t, cond=None), got {type(model).__name__}")
-    try:
-        shape = tuple(int(d) for d in shape)
-    except TypeError:
-        raise ValueError(f"shape must be a sequence of sizes like (B, C, H, W), got {shape!r}") from None
-    if not shape or min(shape) < 1:
-        raise ValueError(f"shape must be a sequence of positive sizes like (B, C, H, W), got {shape!r}")
+    shape, dev, cond, guidance_scale = check_sampling_inputs(model, shape, noise=noise, generator=generator, cond=cond,
+                                                             guidance_scale=guidance_scale, device=device, min_dims=1)
     if sigmas is None and sampler in FLOW_DPM_SAMPLERS:
         sigmas = flow_dpm_sigmas(num_steps, shift=shift)
     elif sigmas is None:
@@ -272,28 +262,19 @@ def sample_flow(
         sigmas = sigmas if sigmas.dtype == torch.float64 else sigmas.float()  # float64 kept: times near 1 need it
         if sigmas.dim() != 1 or len(sigmas) < 2 or float(sigmas[-1]) != 0.0 or bool((sigmas.diff() >= 0).any()):
             raise ValueError("sigmas must be a descending 1-D grid of times ending at 0, e.g. flow_sigmas(10)")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if noise is not None and (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape):
-        got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
-        raise ValueError(f"noise (the starting static) must be a tensor of shape {shape}, got {got}")
-    dev = _infer_device(model, generator, device)
-    if cond is not None:
-        if not isinstance(cond, torch.Tensor) or cond.shape[:1] != shape[:1]:
-            got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
-            raise ValueError(f"cond must be a tensor with one entry per sample, shape ({shape[0]}, ...), got {got}")
-        cond = cond.to(dev)
-    elif guidance_scale != 1.0:
-        raise ValueError(f"guidance_scale={guidance_scale} needs cond (the labels to guide towards); got cond=None")
     net = cfg_model(model, guidance_scale) if cond is not None and guidance_scale != 1.0 else model
 
+    checked = False  # the first output is checked (as samplers.sample does), not every step's
+
     def velocity_fn(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        nonlocal checked
         t = torch.full((x.shape[0],), sigma * time_scale, device=x.device, dtype=sigmas.dtype)
         out = net(x, t) if cond is None else net(x, t, cond=cond)
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        if not checked and (not isinstance(out, torch.Tensor) or out.shape != x.shape):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the model returned shape {got} for an input of shape {tuple(x.shape)}; "
                              "a velocity model must return a tensor shaped like its input")
+        checked = True
         return out
 
     from tqdm.auto import tqdm
@@ -491,7 +472,8 @@ def straightness(trajectory: Sequence[torch.Tensor]) -> float:
 
 
 __all__ = [
-    "FLOW_DPM_SAMPLERS", "FLOW_DPM_SIGMA_MAX", "FLOW_LOSSES", "FlowLoss", "FLOW_DPM_SIGMA_MIN", "FLOW_SAMPLERS", "FlowMatching", "FlowSampleResult", "FlowSampler", "TIMESTEP_SAMPLINGS", "TIME_SCALE",
+    "FLOW_DPM_SAMPLERS", "FLOW_LOSSES", "FlowLoss", "FLOW_SAMPLERS", "FlowMatching", "FlowSampleResult", "FlowSampler",
+    "TIMESTEP_SAMPLINGS", "TIME_SCALE",
     "TimestepSampling", "U_SHAPE_A", "check_shift", "diffusion_sigmas_as_flow", "flow_alpha_bar", "flow_denoiser", "flow_dpm_sigmas", "flow_euler_step",
     "flow_heun_step", "flow_midpoint_step", "flow_network_evaluations", "flow_path", "flow_sigmas", "flow_steps_for_nfe", "flow_timesteps",
     "noise_from_velocity", "reflow_pairs", "sample_flow", "sample_times", "shift_sigmas", "split_pairs",

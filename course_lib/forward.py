@@ -26,6 +26,10 @@ PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 
 #: ``model(x_t, t, cond=None) -> tensor shaped like x_t`` (ε, x₀ or v): what samplers and guidance take.
 DiffusionModel = Callable[..., torch.Tensor]
+#: The class label that means "no condition" in ``cond`` (the empty token of classifier-free guidance,
+#: chapter 07): the label embeddings map it to a learned empty token, guidance asks for it. Vector conditions
+#: say "none" with a row of NaNs instead.
+NULL_LABEL = -1
 
 
 def check_model_output(out: Any, x_t: torch.Tensor) -> torch.Tensor:

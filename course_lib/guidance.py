@@ -10,7 +10,7 @@ Two ways to steer a diffusion model towards a class y, each packaged as a *denoi
 
       ε̃ = ε_∅ + s · (ε_c − ε_∅)
 
-  with s = ``guidance_scale`` (course convention, DESIGN.md and book/notation.md): s = 0 is the
+  with s = ``guidance_scale`` (the course's convention, book/notation.md): s = 0 is the
   unconditional model, s = 1 the plain conditional one, s > 1 guided. Ho & Salimans write
   ε̃ = (1 + w) ε_c − w ε_∅, i.e. **w = s − 1**. :func:`cfg_model` — the one way to apply CFG —
   evaluates both predictions in ONE batched forward pass on [x_t, x_t] with conditions [c, ∅]. The
@@ -28,8 +28,9 @@ Two ways to steer a diffusion model towards a class y, each packaged as a *denoi
 
 Both wrappers take the labels through ``cond``: ``sample(cfg_model(net, 3.0), s, shape, cond=labels)``.
 ``sample(net, s, shape, cond=labels, guidance_scale=3.0)`` is the same as the first (sample calls
-:func:`cfg_model` itself). Label −1 (:data:`NULL_LABEL`) means "no condition"; for embedding-vector
-conditions a row of NaNs does (the convention of the U-Net and of ``objectives.drop_condition``).
+:func:`cfg_model` itself). Label −1 (:data:`~course_lib.forward.NULL_LABEL`, re-exported here) means
+"no condition"; for embedding-vector conditions a row of NaNs does (the convention of the U-Net and of
+``objectives.drop_condition``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .forward import (
+    NULL_LABEL,
     DiffusionModel,
     PredictionType,
     check_model_output,
@@ -51,8 +53,6 @@ from .forward import (
 from .schedules import NoiseSchedule, alpha_bar_at
 from .settings import check_bool, check_float
 
-#: The class label that means "no condition" (the empty token of classifier-free guidance).
-NULL_LABEL = -1
 GuidanceMethod = Literal["cfg", "classifier"]  # classifier-free, or steered by a noisy classifier
 GUIDANCE_METHODS: tuple[str, ...] = get_args(GuidanceMethod)
 

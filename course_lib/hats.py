@@ -174,8 +174,9 @@ class _Canvas:
         view += (colour - view) * cov
 
 
-def _draw(attributes: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Pictures (n, 3, size, size) in [0, 1] for attribute rows (n, 4); all jitter comes from ``rng``."""
+def draw_animals(attributes: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Pictures (n, 3, size, size) in [0, 1] for attribute rows (n, 4); all jitter comes from ``rng``
+    (chapter 08's animals; chapter 11's scenes draw each animal with it, :func:`course_lib.scenes.draw_scenes`)."""
     n = len(attributes)
     animal, hat, colour, background = attributes.T
     is_cat, is_dog, has_hat = animal == 0, animal == 1, hat == 1
@@ -288,7 +289,7 @@ def make_hats_dataset(n: int, *, size: int = 32, seed: int = 0, exclude: Iterabl
     templates = rng.integers(0, NUM_TEMPLATES, n)
     draw_rng = np.random.default_rng([seed, 1])  # the drawing jitter has its own stream
     chunk = max(64, 2048 * 32 * 32 // (size * size))  # keeps each batch of temporaries near 25 MB
-    pictures = [_draw(attributes[i : i + chunk], size, draw_rng) for i in range(0, n, chunk)]
+    pictures = [draw_animals(attributes[i : i + chunk], size, draw_rng) for i in range(0, n, chunk)]
     images = np.concatenate(pictures) if pictures else np.zeros((0, 3, size, size), np.float32)
     captions = [caption_for(row, int(t)) for row, t in zip(attributes.tolist(), templates)]
     return HatsData(torch.from_numpy(images * 2 - 1).float(), torch.from_numpy(attributes).long(), captions)

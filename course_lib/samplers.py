@@ -1,6 +1,6 @@
 """Samplers: turning static back into pictures, step by step on the training timesteps (chapters 05 and 06).
 
-Public API (DESIGN.md): ``timesteps``, ``ddpm_step``, ``ddim_step``, ``sample``, ``StepOutput``.
+Public API (docs/architecture.md, "Public API"): ``timesteps``, ``ddpm_step``, ``ddim_step``, ``sample``, ``StepOutput``.
 
 - one step at a time on the training timesteps: :func:`ddpm_step` (Ho et al. 2020, Algorithm 2) and
   :func:`ddim_step` (Song et al. 2021, eq. 12), equal to diffusers' DDPM/DDIM ``step``; the visited
@@ -9,14 +9,16 @@ Public API (DESIGN.md): ``timesteps``, ``ddpm_step``, ``ddim_step``, ``sample``,
   of :mod:`course_lib.solvers` (euler, heun, dpmpp_2m, dpmpp_2m_sde) — with classifier-free guidance
   through :func:`course_lib.guidance.cfg_model` (chapter 07);
 - moving around in noise space (chapter 06): :func:`slerp` and :func:`ddim_invert`.
+
+The arguments are checked once per call (:func:`course_lib.sampler_inputs.check_sampling_inputs` and the
+sampler's own options); the loops call the unchecked step rules (``_ancestral_step``, ``_ddim_update``),
+so a step costs no validation. The public :func:`ddpm_step` and :func:`ddim_step` check their arguments.
 """
 
 from __future__ import annotations
 
-import itertools
-from typing import Any, Literal, NamedTuple, Sequence, get_args
+from typing import Literal, NamedTuple, Sequence, get_args
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -31,9 +33,11 @@ from .forward import (
     split_prediction,
 )
 from .guidance import cfg_model
+from .sampler_inputs import check_sampling_inputs
 from .schedules import SPACINGS, NoiseSchedule, Spacing, alpha_bar_at, schedule_sigmas, timesteps
 from .settings import check_bool, check_choice, check_float, check_int
 from .solvers import (
+    EDM_SIGMA_MAX,
     SIGMA_SAMPLERS,
     SIGMA_SOLVERS,
     SIGMA_SPACINGS,
@@ -49,8 +53,6 @@ from .solvers import (
 DiscreteSampler = Literal["ddpm", "ddim"]
 DISCRETE_SAMPLERS: tuple[str, ...] = get_args(DiscreteSampler)
 
-#: Where the default Karras grid starts (EDM, Karras et al. 2022, Table 1): chapter 06 measured it.
-DEFAULT_SIGMA_MAX = 80.0
 Sampler = Literal[DiscreteSampler, SigmaSampler]  # ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_2m_sde
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
@@ -118,6 +120,7 @@ def ddpm_step(
     check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
     check_bool("clip_sample", clip_sample)
     tt = _check_step_t("t", t, 0, s.num_timesteps - 1)
+    _check_output_shape(model_output, x_t)
     return _ancestral_step(s, model_output, tt, tt - 1, x_t, prediction_type, clip_sample, noise, generator)
 
 
@@ -125,9 +128,8 @@ def _ancestral_step(s: NoiseSchedule, model_output: torch.Tensor, t: torch.Tenso
                     x_t: torch.Tensor, prediction_type: PredictionType, clip_sample: bool, noise: torch.Tensor | None,
                     generator: torch.Generator | None) -> StepOutput:
     """x_t → x_{t_prev} by sampling the posterior q(x_{t_prev} | x_t, x̂₀): DDPM on a respaced schedule
-    when t_prev < t − 1 (Nichol & Dhariwal 2021, §4); the same as DDIM with η = 1 and ε̂ re-derived."""
-    if model_output.shape != x_t.shape:
-        raise ValueError(f"model_output has shape {tuple(model_output.shape)} but x_t has {tuple(x_t.shape)}")
+    when t_prev < t − 1 (Nichol & Dhariwal 2021, §4); the same as DDIM with η = 1 and ε̂ re-derived.
+    Unchecked: :func:`ddpm_step` and :func:`sample` check the arguments."""
     x0 = split_prediction(s, model_output, x_t, t, prediction_type).x0
     if clip_sample:
         x0 = x0.clamp(-1.0, 1.0)
@@ -175,8 +177,20 @@ def ddim_step(
         raise ValueError(
             f"t_prev must be smaller than t (the sampler walks towards 0), got t={tt.tolist()}, t_prev={tp.tolist()}"
         )
+    _check_output_shape(model_output, x_t)
+    return _ddim_update(s, model_output, tt, tp, x_t, eta, prediction_type, clip_sample, use_clipped_model_output,
+                        noise, generator)
+
+
+def _check_output_shape(model_output: torch.Tensor, x_t: torch.Tensor) -> None:
     if model_output.shape != x_t.shape:
         raise ValueError(f"model_output has shape {tuple(model_output.shape)} but x_t has {tuple(x_t.shape)}")
+
+
+def _ddim_update(s: NoiseSchedule, model_output: torch.Tensor, tt: torch.Tensor, tp: torch.Tensor, x_t: torch.Tensor,
+                 eta: float, prediction_type: PredictionType, clip_sample: bool, use_clipped_model_output: bool,
+                 noise: torch.Tensor | None, generator: torch.Generator | None) -> StepOutput:
+    """The DDIM update of :func:`ddim_step` (eqs. 12 and 16), unchecked: :func:`ddim_step` and :func:`sample` check."""
     x0, eps = split_prediction(s, model_output, x_t, tt, prediction_type)
     if clip_sample:
         x0 = x0.clamp(-1.0, 1.0)
@@ -219,15 +233,6 @@ class SampleResult(NamedTuple):
     trajectory: list[torch.Tensor]
     x0_preds: list[torch.Tensor]
     timesteps: torch.Tensor
-
-
-def _infer_device(model: Any, generator: torch.Generator | None, device: Any) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if isinstance(model, torch.nn.Module):
-        for p in itertools.chain(model.parameters(), model.buffers()):
-            return p.device
-    return generator.device if generator is not None else torch.device("cpu")
 
 
 def sample(
@@ -273,11 +278,11 @@ def sample(
       N calls; its fresh noise at every step comes from ``generator``.
 
     Defaults: the best of chapter 06's measurements, SDE-DPM-Solver++(2M) on Karras steps from σ = 80
-    (``spacing=None``: ``karras`` with ``sigma_max`` = min(80, σ(T−1)) for the σ-samplers, ``leading`` for
-    ddpm/ddim). With an imperfect network the deterministic samplers carry every error of the network
-    into the picture — on the chapter-07 digits model DDIM left a grey speckle in the background that
-    got *worse* with more steps (chapter 10 measures it) — while the fresh noise of the SDE washes
-    part of it out.
+    (``spacing=None``: ``karras`` with ``sigma_max`` = min(:data:`~course_lib.solvers.EDM_SIGMA_MAX`, σ(T−1))
+    for the σ-samplers, ``leading`` for ddpm/ddim). With an imperfect network the deterministic samplers
+    carry every error of the network into the picture — on the chapter-07 digits model DDIM left a grey
+    speckle in the background that got *worse* with more steps (chapter 10 measures it) — while the
+    fresh noise of the SDE washes part of it out.
 
     ``spacing`` places the N steps (:func:`timesteps`): ``leading`` | ``trailing`` | ``linspace`` for every
     sampler, and ``karras`` (EDM eq. 5 between σ(0) and σ(T−1)) for the σ-samplers. ``sigma_max``
@@ -313,7 +318,7 @@ def sample(
     if spacing is None:  # the recommended grid: karras from EDM's σ = 80 for the σ-samplers
         spacing = "leading" if discrete else "karras"
         if not discrete and sigma_max is None:
-            sigma_max = min(DEFAULT_SIGMA_MAX, float(schedule_sigmas(s)[-1]))
+            sigma_max = min(EDM_SIGMA_MAX, float(schedule_sigmas(s)[-1]))
     check_choice("spacing", spacing, SPACINGS if discrete else SIGMA_SPACINGS)
     sigma_max = check_sigma_max(spacing, sigma_max, s)
     prediction_type = prediction_type_of(model, prediction_type)
@@ -323,24 +328,11 @@ def sample(
     check_bool("round_timesteps", round_timesteps)
     check_bool("progress", progress)
     check_bool("return_trajectory", return_trajectory)
-    guidance_scale = check_float("guidance_scale", guidance_scale, min_value=0.0)
-    shape = _check_shape(shape)
-    if noise is not None and (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape):
-        got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
-        raise ValueError(f"noise (the starting x_T) must be a tensor of shape {shape}, got {got}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    dev = _infer_device(model, generator, device)
-    if cond is not None:
-        if not isinstance(cond, torch.Tensor) or cond.shape[:1] != (shape[0],):
-            got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
-            raise ValueError(f"cond must be a tensor with one entry per image, shape ({shape[0]}, ...), got {got}")
-        if guidance_scale != 1.0 and cond.is_floating_point():  # integer: labels (B,) or prompt token ids (B, L)
-            raise ValueError("guidance needs cond as a LongTensor of labels (B,) (or token ids (B, L)), "
-                             "where -1 means 'no condition'")
-        cond = cond.to(dev)
-    elif guidance_scale != 1.0:
-        raise ValueError(f"guidance_scale={guidance_scale} needs cond (the labels to guide towards); got cond=None")
+    shape, dev, cond, guidance_scale = check_sampling_inputs(model, shape, noise=noise, generator=generator, cond=cond,
+                                                             guidance_scale=guidance_scale, device=device)
+    if cond is not None and guidance_scale != 1.0 and cond.is_floating_point():  # labels (B,) or token ids (B, L)
+        raise ValueError("guidance needs cond as a LongTensor of labels (B,) (or token ids (B, L)), "
+                         "where -1 means 'no condition'")
 
     model_fn = _bind_model(model, cond, guidance_scale)
     with torch.no_grad():
@@ -350,16 +342,6 @@ def sample(
                                     clip_sample, generator, progress, return_trajectory)
         return _sample_sigma(model_fn, s, z, sampler, num_steps, spacing, sigma_max, prediction_type, clip_sample,
                              round_timesteps, generator, progress, return_trajectory)
-
-
-def _check_shape(shape: Any) -> tuple[int, ...]:
-    try:
-        dims = tuple(shape)
-    except TypeError:
-        dims = ()
-    if len(dims) < 2 or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in dims):
-        raise ValueError(f"shape must be a sequence of positive ints like (B, C, H, W), got {shape!r}")
-    return tuple(int(d) for d in dims)
 
 
 def _sample_discrete(model_fn: ModelFn, s: NoiseSchedule, x: torch.Tensor, sampler: DiscreteSampler,
@@ -376,8 +358,8 @@ def _sample_discrete(model_fn: ModelFn, s: NoiseSchedule, x: torch.Tensor, sampl
             step = _ancestral_step(s, out, torch.tensor(t), torch.tensor(t_prev), x, prediction_type,
                                    clip_sample, None, generator)
         else:
-            step = ddim_step(s, out, t, t_prev, x, eta=eta, prediction_type=prediction_type,
-                             clip_sample=clip_sample, generator=generator)
+            step = _ddim_update(s, out, torch.tensor(t), torch.tensor(t_prev), x, eta, prediction_type,
+                                clip_sample, False, None, generator)
         x = step.prev_sample
         if keep:
             traj.append(x)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .captions import split_words, tokenize_with
-from .hats import BACKGROUND_RGB, BACKGROUNDS, HAT_COLOURS, UNSPECIFIED, _draw
+from .hats import BACKGROUND_RGB, BACKGROUNDS, HAT_COLOURS, UNSPECIFIED, draw_animals
 from .settings import check_int
 
 SCENE_SIZE = 64
@@ -208,9 +208,9 @@ def draw_scenes(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         attrs = np.stack([rows[idx, 3 * slot], rows[idx, 3 * slot + 1], rows[idx, 3 * slot + 2],
                           np.zeros(len(idx), np.int64)], 1)
         twin = copy.deepcopy(rng)
-        on_blue = _draw(attrs, TILE, rng)  # background index 0: blue
+        on_blue = draw_animals(attrs, TILE, rng)  # background index 0: blue
         attrs[:, 3] = 2
-        on_white = _draw(attrs, TILE, twin)  # the same jitter on white
+        on_white = draw_animals(attrs, TILE, twin)  # the same jitter on white
         # background of the blue render: colour · jitter · vertical shade; the jitter from the corner pixel
         jitter = on_blue[:, 0, 0, 0] / (BACKGROUND_RGB[0, 0] * (1.0 - 0.06 * ty[0, 0, 0]))
         shade = jitter[:, None, None] * (1.0 - 0.06 * ty)  # (m, TILE, 1)

@@ -221,7 +221,7 @@ def timesteps(
     - ``trailing``: T−1, T−1−k, … with k = T / N (Lin et al. 2023, Table 2: start from pure noise).
     - ``linspace``: N points evenly spread over [0, T−1], rounded.
 
-    Also importable as ``course_lib.samplers.timesteps`` (DESIGN.md's public API).
+    Also importable as ``course_lib.samplers.timesteps`` (docs/architecture.md, "Public API").
     """
     T = check_int("num_train_timesteps", num_train_timesteps, min_value=1)
     N = check_int("num_inference_steps", num_inference_steps, min_value=1, max_value=T)

@@ -1,6 +1,6 @@
 """Profiles, device choice, seeding and parameter validation (used by every chapter).
 
-A *profile* says how much compute a run may spend (see DESIGN.md, "Profiles"):
+A *profile* says how much compute a run may spend (see docs/architecture.md, "Profiles"):
 
 - ``smoke``: seconds per notebook; tiny models; only proves the code runs (CI).
 - ``cpu``: a laptop or a 2-core machine, each notebook within about ten minutes.
@@ -12,6 +12,9 @@ The environment variable ``COURSE_PROFILE``, when set, overrides the parameter.
 Every notebook's validation cell calls :func:`setup` (and, for its own parameters, the
 ``check_*`` helpers). Each helper raises :class:`ValueError` naming the parameter and what
 is allowed, so a typo fails in the first cells and not deep inside torch.
+
+Where things live on disk has one home here too: :data:`WEIGHTS_DIR` (the networks that ship with the
+package) and :func:`runs_dir` (the models the chapters train and cache).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar, get_args
 
 import numpy as np
@@ -32,6 +36,8 @@ PROFILES: tuple[str, ...] = get_args(Profile)
 DEVICES: tuple[str, ...] = get_args(DeviceName)
 PROFILE_ENV = "COURSE_PROFILE"
 RUNS_ENV = "COURSE_RUNS_DIR"
+#: where the networks that ship trained with the package live (sha256-checked cards next to them)
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 T = TypeVar("T")
 
@@ -183,6 +189,12 @@ def get_device(device: DeviceName = "auto") -> torch.device:
     return torch.device(device)
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """A ``torch.device`` as it is, else :func:`get_device` of the name (None: ``auto``) — what every
+    function that trains or loads a model does with its ``device`` argument."""
+    return device if isinstance(device, torch.device) else get_device(device or "auto")
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices); return a CPU generator seeded the same way."""
     seed = check_int("seed", seed, min_value=0, max_value=2**32 - 1)
@@ -212,15 +224,13 @@ class Run:
         return f"profile={self.profile} · device={self.device} · seed={self.seed} · torch {torch.__version__}"
 
 
-def runs_dir() -> "Path":
+def runs_dir() -> Path:
     """Where trained models are cached, shared by notebooks, benchmarks and tests.
 
     ``$COURSE_RUNS_DIR`` when set; else ``runs/`` at the top of a source checkout (so a notebook
     run from ``notebooks/`` and a benchmark run from the top find the same checkpoints); else
     ``~/.cache/course_lib/runs`` for an installed package.
     """
-    from pathlib import Path
-
     env = os.environ.get(RUNS_ENV, "").strip()
     if env:
         return Path(env).expanduser()

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from .checkpoints import CheckpointError, atomic_save_tensors, atomic_write_text, load_tensors, read_card
+from .settings import WEIGHTS_DIR  # re-exported: the one home of the path is settings
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 HINT = ("rerun its script in benchmarks/ (train_latent.py, train_flows.py or train_digits_cond.py), "
         "or pass retrain=True to train it here")
 

@@ -11,7 +11,10 @@ and sampling is solving the probability-flow ODE dx/dσ = (x − D(x; σ))/σ fr
   and a flow-matching velocity model as one: :func:`flow_denoiser`, run by :func:`solve_flow` (chapter 12);
 - the solvers, one plain function each in the style of the papers' algorithms: :func:`sample_euler`,
   :func:`sample_heun` (Karras et al. 2022, Algorithm 1), :func:`sample_dpmpp_2m` (Lu et al. 2022,
-  "DPM-Solver++", Algorithm 2) and :func:`sample_dpmpp_2m_sde` (its SDE variant).
+  "DPM-Solver++", Algorithm 2) and :func:`sample_dpmpp_2m_sde` (its SDE variant);
+- the one home of the σ-grid constants (:data:`EDM_SIGMA_MAX`, :data:`EDM_SIGMA_MIN`) and of the
+  network-call account of every sampler, diffusion and flow alike (:func:`network_calls`,
+  :func:`steps_within`: chapter 06's NFE).
 
 ``course_lib.samplers.sample(..., sampler="euler" | "heun" | "dpmpp_2m" | "dpmpp_2m_sde")`` runs them.
 """
@@ -39,6 +42,30 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SigmaDenoiser = Callable[[torch.Tensor, float], torch.Tensor]
 #: ``callback(i, x_next, denoised)``: run after step i of a solver.
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+#: EDM's largest and smallest noise levels (Karras et al. 2022, Table 1): where the karras grids of
+#: ``samplers.sample`` (by default), the chapter-06 table and the flow's DPM-Solver++ (chapter 12) start and end
+EDM_SIGMA_MAX, EDM_SIGMA_MIN = 80.0, 0.002
+#: network calls per step of every sampler of ``samplers.sample`` and ``flow.sample_flow``, and the calls
+#: its last step saves (Heun's last step, to σ = 0, has no correction: Karras et al. 2022, Algorithm 1)
+CALLS_PER_STEP: dict[str, tuple[int, int]] = {
+    "ddpm": (1, 0), "ddim": (1, 0), "euler": (1, 0), "heun": (2, 1), "midpoint": (2, 0), "dpmpp_2m": (1, 0),
+    "dpmpp_2m_sde": (1, 0),
+}
+
+
+# ============================================================================ what a sampler costs
+def network_calls(sampler: str, num_steps: int) -> int:
+    """Network calls (NFE) of ``num_steps`` steps of ``sampler`` (chapter 06): N, 2N − 1 for heun, 2N for midpoint."""
+    per_step, saved = CALLS_PER_STEP[check_choice("sampler", sampler, tuple(CALLS_PER_STEP))]
+    return per_step * check_int("num_steps", num_steps, min_value=1) - saved
+
+
+def steps_within(sampler: str, nfe: int) -> int:
+    """The most steps ``sampler`` can take within ``nfe`` network calls (at least 1): the inverse of
+    :func:`network_calls`."""
+    per_step, saved = CALLS_PER_STEP[check_choice("sampler", sampler, tuple(CALLS_PER_STEP))]
+    return max(1, (check_int("nfe", nfe, min_value=1) + saved) // per_step)
 
 
 # ============================================================================ where the steps go

@@ -30,29 +30,24 @@ from .metrics import fid
 from .samplers import DISCRETE_SAMPLERS, SAMPLERS, Sampler, sample
 from .schedules import SPACINGS, NoiseSchedule, Spacing
 from .settings import Profile, check_bool, check_choice, check_float, check_int, resolve_profile
-from .solvers import SIGMA_SPACINGS, SigmaSpacing, check_sigma_max
+from .solvers import EDM_SIGMA_MAX, SIGMA_SPACINGS, SigmaSpacing, check_sigma_max, network_calls, steps_within
 
 SAMPLER_NAMES: dict[str, str] = {
     "ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM-Solver++(2M)",
     "dpmpp_2m_sde": "SDE-DPM-Solver++(2M)",
 }
-#: EDM's largest noise level (Karras et al. 2022, Table 1): where the table's karras rows start
-EDM_SIGMA_MAX = 80.0
 
 
 def network_evaluations(sampler: Sampler, num_steps: int) -> int:
     """Network calls of ``num_steps`` steps: N for ddpm, ddim, euler and dpmpp_2m; 2N − 1 for heun
-    (its last step, to σ = 0, has no correction; Karras et al. 2022, Algorithm 1)."""
-    check_choice("sampler", sampler, SAMPLERS)
-    num_steps = check_int("num_steps", num_steps, min_value=1)
-    return 2 * num_steps - 1 if sampler == "heun" else num_steps
+    (its last step, to σ = 0, has no correction; Karras et al. 2022, Algorithm 1). The one account of
+    every sampler's calls, flow samplers included, is :func:`course_lib.solvers.network_calls`."""
+    return network_calls(check_choice("sampler", sampler, SAMPLERS), num_steps)
 
 
 def steps_for_nfe(sampler: Sampler, nfe: int) -> int:
     """The most steps ``sampler`` can take within ``nfe`` network calls (heun: ⌊(nfe + 1)/2⌋)."""
-    check_choice("sampler", sampler, SAMPLERS)
-    nfe = check_int("nfe", nfe, min_value=1)
-    return (nfe + 1) // 2 if sampler == "heun" else nfe
+    return steps_within(check_choice("sampler", sampler, SAMPLERS), nfe)
 
 
 @dataclass(frozen=True)

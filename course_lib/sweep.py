@@ -91,18 +91,48 @@ def hide_injected_parameters(notebook: Path | str) -> None:
         nbformat.write(nb, str(notebook))
 
 
-def run_all(profile: Profile, out_dir: Path | str, only: Iterable[str] = ()) -> list[tuple[Path, float]]:
-    """Execute every chapter (or those whose names contain one of ``only``) into ``out_dir``."""
+def run_all(profile: Profile, out_dir: Path | str, only: Iterable[str] = (), *, keep_going: bool = False,
+            **parameters: Any) -> list[tuple[Path, float]]:
+    """Execute every chapter (or those whose names contain one of ``only``) into ``out_dir``.
+
+    ``keep_going``: a chapter that fails is reported in one line (its error) and the next one runs;
+    a failed chapter's seconds are returned negative.
+    """
+    from papermill.exceptions import PapermillExecutionError
+
     results = []
     for src in notebook_paths():
         if only and not any(o in src.name for o in only):
             continue
         start = time.perf_counter()
-        print(f"▶ {src.name} (profile={profile}) …", flush=True)
-        run_notebook(src, Path(out_dir) / src.name, profile=profile)
+        print(f"▶ {src.name} (profile={profile}{''.join(f', {k}={v}' for k, v in parameters.items())}) …", flush=True)
+        try:
+            run_notebook(src, Path(out_dir) / src.name, profile=profile, **parameters)
+        except PapermillExecutionError as err:
+            if not keep_going:
+                raise
+            results.append((src, -(time.perf_counter() - start)))
+            print(f"  FAILED after {-results[-1][1]:.1f} s in cell {err.exec_count}: {err.ename}: {err.evalue}", flush=True)
+            continue
         results.append((src, time.perf_counter() - start))
-        print(f"  done in {results[-1][1]:.1f} s", flush=True)
+        print(f"  done in {results[-1][1]:.1f} s · {count_claims(Path(out_dir) / src.name)} claims checked", flush=True)
     return results
+
+
+def count_claims(executed: Path | str) -> int:
+    """How many of the chapter's figures :func:`course_lib.claims.claim` confirmed in an executed notebook."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    lines = (line for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
+             if out.get("output_type") == "stream" for line in out.get("text", "").splitlines())
+    return sum(1 for line in lines if line.startswith("✓ ") and "the text says" in line)
+
+
+def over_budget(results: Sequence[tuple[Path, float]], max_seconds: float) -> list[str]:
+    """The chapters that took longer than ``max_seconds`` (the per-chapter budget of a profile)."""
+    return [f"{src.name} took {abs(seconds):.0f} s > {max_seconds:.0f} s" for src, seconds in results
+            if abs(seconds) > max_seconds]
 
 
 def parse_value(text: str) -> Any:
@@ -191,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_all = sub.add_parser("all", help="execute every chapter")
     p_all.add_argument("--only", nargs="*", default=[], help="substrings of notebook names to run")
+    p_all.add_argument("--keep-going", action="store_true", help="run the other chapters after one fails")
+    p_all.add_argument("--seed", type=int, default=None, help="the chapters' seed parameter (default: theirs, 0)")
+    p_all.add_argument("--max-seconds", type=float, default=None,
+                       help="fail if a chapter takes longer (the profile's per-chapter budget, e.g. 600 for cpu)")
     p_grid = sub.add_parser("grid", help="execute one notebook over a grid of parameters and print its results")
     p_grid.add_argument("notebook")
     p_grid.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "V1,V2,…"), default=[])
@@ -203,9 +237,16 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", default="build/notebooks" if p is p_all else "build/sweep")
     args = parser.parse_args(argv)
     if args.command == "all":
-        results = run_all(args.profile, args.out, args.only)
-        print(f"executed {len(results)} notebooks into {args.out} in {sum(t for _, t in results):.0f} s")
-        return 0
+        if args.max_seconds is not None and args.max_seconds <= 0:
+            parser.error(f"--max-seconds must be > 0, got {args.max_seconds}")
+        seed = {} if args.seed is None else {"seed": args.seed}
+        results = run_all(args.profile, args.out, args.only, keep_going=args.keep_going, **seed)
+        print(f"executed {len(results)} notebooks into {args.out} in {sum(abs(t) for _, t in results):.0f} s")
+        print(" · ".join(f"{src.name[:2]}: {abs(t):.0f} s" + (" FAILED" if t < 0 else "") for src, t in results))
+        late = over_budget(results, args.max_seconds) if args.max_seconds else []
+        for line in late:
+            print(f"over budget: {line}", file=sys.stderr)
+        return 1 if late or any(t < 0 for _, t in results) else 0
     if args.command == "grid":
         grid = {name: [parse_value(v) for v in values.split(",")] for name, values in args.param}
         if not grid:

@@ -56,7 +56,7 @@ from .checkpoints import fingerprint, has_checkpoint, model_signature, read_stat
 from .forward import PREDICTION_TYPES, PredictionType
 from .objectives import DiffusionObjective, NoisyClassifierObjective, Objective, to_device
 from .schedules import NoiseSchedule
-from .settings import check_bool, check_choice, check_float, check_int, get_device
+from .settings import check_bool, check_choice, check_float, check_int, resolve_device
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,7 @@ def train(
         raise ValueError(f"data must hold at least one floating-point example, got shape {tuple(images.shape)} {images.dtype}")
     _check_objective(objective, config, model, conds)
     callbacks = [] if callback is None else list(callback) if isinstance(callback, (list, tuple)) else [callback]
-    dev = torch.device(device) if isinstance(device, torch.device) else get_device(device or "auto")
+    dev = resolve_device(device)
     identity = {  # everything the run depends on, checked on resume
         "model": model_signature(model), "train_config": asdict(config),
         **({"schedule": schedule_id(objective)} if isinstance(objective, NoiseSchedule) else {"objective": objective.identity()}),

@@ -5,7 +5,8 @@ import torch
 
 from course_lib.forward import prediction_type_of
 from course_lib.guidance import cfg_model
-from course_lib.samplers import DEFAULT_SIGMA_MAX, sample
+from course_lib.samplers import sample
+from course_lib.solvers import EDM_SIGMA_MAX
 from course_lib.schedules import sigma_to_t
 from course_lib.schedules import make_schedule
 
@@ -30,12 +31,26 @@ def test_prediction_type_of():
         prediction_type_of(Recorder("x"))
 
 
+class Wobbly(torch.nn.Module):
+    """A denoiser whose guess depends on x_t and t, so that different samplers land in different places."""
+
+    def forward(self, x, t, cond=None):
+        return 0.5 * x + 0.01 * t.float().view(-1, *[1] * (x.dim() - 1))
+
+
 def test_default_sampler_is_sde_dpmpp_2m_on_karras_from_80():
     s = make_schedule("cosine")
     net = Recorder()
     sample(net, s, (2, 1, 4, 4), num_steps=5, generator=torch.Generator().manual_seed(0), progress=False)
     assert len(net.ts) == 5
-    assert net.ts[0] == pytest.approx(float(sigma_to_t(s, DEFAULT_SIGMA_MAX)), abs=1e-3)
+    assert net.ts[0] == pytest.approx(float(sigma_to_t(s, EDM_SIGMA_MAX)), abs=1e-3)
+    # the default is exactly the stochastic DPM-Solver++(2M) on the karras grid, and no other sampler
+    run = lambda **kw: sample(Wobbly(), s, (2, 1, 4, 4), num_steps=5, progress=False,  # noqa: E731
+                              generator=torch.Generator().manual_seed(0), **kw)
+    default = run()
+    assert torch.equal(default, run(sampler="dpmpp_2m_sde", spacing="karras", sigma_max=EDM_SIGMA_MAX))
+    for other in ("euler", "dpmpp_2m", "heun", "ddim"):
+        assert not torch.allclose(default, run(sampler=other)), f"the default sampler behaves like {other!r}"
 
 
 def test_model_prediction_type_is_used_and_survives_guidance():

@@ -1,4 +1,4 @@
-"""Every chapter follows the notebook conventions of DESIGN.md (no execution here)."""
+"""Every chapter follows docs/architecture.md, "Notebook conventions" (no execution here)."""
 
 from pathlib import Path
 

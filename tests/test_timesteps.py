@@ -39,4 +39,5 @@ def test_bad_input(args, word):
 
 
 def test_one_timesteps_function():
-    assert timesteps is schedules.timesteps  # DESIGN.md's samplers.timesteps is the schedule's time axis
+    # docs/architecture.md, "Public API": samplers.timesteps is the schedule's time axis
+    assert timesteps is schedules.timesteps

@@ -29,7 +29,7 @@ from here: ``from course_lib.latent import latent_model``.
 from .editing import attention_maps, denoise_from, img2img, inpaint, inversion_edit
 from .measuring import edit_benchmark, edit_requests, latent_benchmark, prompt_accuracy, speed_comparison
 from .pipeline import (
-    CONDITIONINGS, DATA_SEED, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE, TEST_SEED,
+    CONDITIONINGS, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE,
     LatentRecipe, Pipeline, autoencoder_model, build_latent_denoiser, latent_model, latent_recipe, load_pipeline,
     reconstruction_psnr, scene_latents, text_to_image,
 )

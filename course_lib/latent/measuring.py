@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..data import SCENES_TEST_SEED
 from ..models.autoencoder import Autoencoder, decode_latents, psnr
 from ..samplers import sample
 from ..scenes import compositional_prompts, make_scenes, parse_scene_prompt, scene_caption, scene_tokenize
@@ -14,7 +15,7 @@ from ..schedules import make_schedule
 from ..settings import Profile, resolve_profile
 from .editing import img2img
 from .pipeline import (
-    CONDITIONINGS, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE, TEST_SEED, LatentRecipe,
+    CONDITIONINGS, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE, LatentRecipe,
     Pipeline, autoencoder_model, build_latent_denoiser, latent_model, latent_recipe, reconstruction_psnr, text_to_image,
 )
 
@@ -62,7 +63,7 @@ def edit_benchmark(pipe: Pipeline, num_edits: int, *, strengths: Sequence[float]
     """
     from ..models.scene_judge import judge_scenes
 
-    test = make_scenes(num_edits, seed=TEST_SEED)
+    test = make_scenes(num_edits, seed=SCENES_TEST_SEED)
     targets = edit_requests(test.attributes, seed)
     prompts = [scene_caption(r) for r in targets.tolist()]
     edited_col = (targets != test.attributes)
@@ -142,7 +143,7 @@ def latent_benchmark(profile: Profile = "auto", *, progress: bool = False, seed:
     prof = resolve_profile(profile)
     recipe = latent_recipe(prof)
     ae, ae_info = autoencoder_model(prof, progress=progress)
-    test = make_scenes(500 if prof != "smoke" else 16, seed=TEST_SEED)
+    test = make_scenes(500 if prof != "smoke" else 16, seed=SCENES_TEST_SEED)
     result: dict[str, Any] = {
         "recon_psnr": reconstruction_psnr(ae, test.images),
         "compression": recipe.autoencoder.compression,

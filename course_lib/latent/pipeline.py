@@ -12,6 +12,7 @@ from typing import Any, Literal, Sequence, get_args
 import torch
 
 from ..checkpoints import CheckpointError, has_checkpoint, load_checkpoint, read_state, save_checkpoint, state_dict_into
+from ..data import SCENES_TRAIN_SEED
 from ..models.autoencoder import (
     Autoencoder, AutoencoderConfig, AutoencoderObjective, decode_latents, encode_latents, kl_to_standard_normal,
     latent_scale_factor, psnr,
@@ -31,7 +32,6 @@ LATENT_SCHEDULE = "cosine"
 LATENT_PREDICTION_TYPE = "v_prediction"  # as chapter 08: v keeps x̂₀ accurate at the cosine schedule's noisy end
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_STRENGTH = 0.6
-DATA_SEED, TEST_SEED = 11, 12
 AutoencoderLoss = Literal["l1", "mse"]
 Conditioning = Literal["crossattn", "pooled"]  # per-word cross-attention, or chapter 08's pooled vector
 CONDITIONINGS: tuple[str, ...] = get_args(Conditioning)
@@ -105,7 +105,7 @@ def _random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -
 def autoencoder_identity(recipe: LatentRecipe) -> dict[str, Any]:
     """What makes one autoencoder run: its config, phases, crops and training data (checked on every load)."""
     return {"config": recipe.autoencoder.to_dict(), "phases": [list(p) for p in recipe.ae_phases], "crop": recipe.ae_crop,
-            "num_images": recipe.num_images, "data_seed": DATA_SEED}
+            "num_images": recipe.num_images, "data_seed": SCENES_TRAIN_SEED}
 
 
 def _phase_loss(objective: AutoencoderObjective, model: Autoencoder, x: torch.Tensor, loss: str,
@@ -120,7 +120,8 @@ def _phase_loss(objective: AutoencoderObjective, model: Autoencoder, x: torch.Te
 
 def autoencoder_model(profile: Profile = "auto", *, run_dir: str | os.PathLike | None = None, retrain: bool = False,
                       progress: bool = True) -> tuple[Autoencoder, dict[str, Any]]:
-    """The chapter's autoencoder: shipped (``cpu``), or trained once on ``make_scenes(num_images, seed=DATA_SEED)`` and cached.
+    """The chapter's autoencoder: shipped (``cpu``), or trained once on
+    ``make_scenes(num_images, seed=SCENES_TRAIN_SEED)`` and cached.
 
     ``cpu`` profile: the weights in ``course_lib/weights/latent_ae.*`` (:mod:`course_lib.shipped`; trained by
     ``benchmarks/train_latent.py`` with this very recipe), verified by sha256 and recipe. Otherwise,
@@ -150,7 +151,7 @@ def autoencoder_model(profile: Profile = "auto", *, run_dir: str | os.PathLike |
                                   "pass retrain=True or another run_dir")
         state_dict_into(model, tensors, "model.")
         return model.eval(), {**state["info"], "cached": True, "shipped": False, "run_dir": str(run_dir)}
-    data = make_scenes(recipe.num_images, seed=DATA_SEED).images
+    data = make_scenes(recipe.num_images, seed=SCENES_TRAIN_SEED).images
     objective = AutoencoderObjective(recipe.autoencoder.kl_weight)
     losses: list[float] = []
     tic = time.perf_counter()
@@ -231,7 +232,7 @@ def latent_identity(recipe: LatentRecipe, conditioning: Conditioning) -> dict[st
     clauses = {"read_clauses": recipe.read_clauses} if conditioning == "crossattn" else {}  # pooled reads whole prompts
     return {**clauses, "conditioning": conditioning, "unet": recipe.unet.to_dict(), "text": recipe.text.to_dict(),
             "train": asdict(recipe.train), "schedule": LATENT_SCHEDULE, "num_images": recipe.num_images,
-            "position_embedding": recipe.position_embedding, "data_seed": DATA_SEED,
+            "position_embedding": recipe.position_embedding, "data_seed": SCENES_TRAIN_SEED,
             "autoencoder": autoencoder_identity(recipe)}
 
 
@@ -261,7 +262,7 @@ def latent_model(profile: Profile = "auto", conditioning: Conditioning = "crossa
         model, card = load_shipped_model(build_latent_denoiser(recipe, conditioning), f"latent_{conditioning}",
                                          latent_identity(recipe, conditioning))
         return model, schedule, {**card["info"], "cached": True, "shipped": True, "run_dir": None}
-    data = make_scenes(recipe.num_images, seed=DATA_SEED)
+    data = make_scenes(recipe.num_images, seed=SCENES_TRAIN_SEED)
     z = scene_latents(ae, data.images, scale_factor)
     tokens = scene_tokenize(data.captions)
     run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"latent-{conditioning}-{prof}"

@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from ..captions import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, NUM_ATTRIBUTES, UNSPECIFIED
 from ..checkpoints import load_shipped
 from ..checkpoints import read_card as read_model_card
-from ..settings import DeviceName, check_images
+from ..settings import WEIGHTS_DIR, DeviceName, check_images
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "attributes.safetensors"
 CARD_FILE = WEIGHTS_DIR / "attributes.json"
 INPUT_SIZE = 32

@@ -29,11 +29,10 @@ import torch.nn.functional as F
 
 from ..checkpoints import load_shipped
 from ..checkpoints import read_card as read_model_card
-from ..settings import DeviceName, check_images
+from ..settings import WEIGHTS_DIR, DeviceName, check_images
 
 NUM_CLASSES = 10
 NUM_FEATURES = 128
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "digit_classifier.safetensors"
 CARD_FILE = WEIGHTS_DIR / "digit_classifier.json"
 

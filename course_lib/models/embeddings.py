@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from ..guidance import NULL_LABEL  # −1: the class label that means "no condition" (classifier-free guidance)
+from ..forward import NULL_LABEL  # −1: the class label that means "no condition" (classifier-free guidance)
 from ..settings import check_float, check_int
 
 

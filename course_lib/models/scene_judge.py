@@ -14,8 +14,6 @@ sha256 before it trusts the file.
 
 from __future__ import annotations
 
-from ..settings import DeviceName
-
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,9 +24,9 @@ import torch.nn.functional as F
 from ..captions import UNSPECIFIED
 from ..checkpoints import load_shipped
 from ..scenes import HEAD_SIZES, NUM_SCENE_COLUMNS, SCENE_COLUMNS, SCENE_SIZE
+from ..settings import WEIGHTS_DIR, DeviceName
 from .attributes import check_hat_images
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 JUDGE_WEIGHTS = WEIGHTS_DIR / "scene_judge.safetensors"
 JUDGE_CARD = WEIGHTS_DIR / "scene_judge.json"
 

@@ -18,7 +18,7 @@ Everything is importable from here: ``from course_lib.pretrained import digits_m
 
 from ..callbacks import KeepCheckpoint
 from .classifier import classifier_train_config, digits_noisy_classifier, noisy_classifier_accuracy
-from .core import CARD_FILE, _device, card_scores, run_info, train_once
+from .core import CARD_FILE, card_scores, run_info, train_once
 from .digits import (
     COND_CARD_INFO,
     COND_CPU_STEPS,
@@ -45,13 +45,10 @@ from .flows import (
     reflow_train_config,
 )
 from .prompt import (
-    DATA_SEED,
     HELD_OUT,
     PROMPT_PREDICTION_TYPE,
     PROMPT_SCHEDULE,
     PromptRecipe,
-    _exclude_slug,
-    _prompt_train_config,
     build_prompt_model,
     prompt_model,
     prompt_recipe,
@@ -59,7 +56,7 @@ from .prompt import (
 from .race import VAE_DECODER_STD, digits_race_model, gan_model, gan_train_config, vae_model, vae_train_config
 
 __all__ = [
-    "CARD_FILE", "COND_CARD_INFO", "COND_CPU_STEPS", "COND_PREDICTION_TYPE", "COND_SHIPPED", "DATA_SEED", "DIGITS_NUM_CLASSES", "DIGITS_SCHEDULE",
+    "CARD_FILE", "COND_CARD_INFO", "COND_CPU_STEPS", "COND_PREDICTION_TYPE", "COND_SHIPPED", "DIGITS_NUM_CLASSES", "DIGITS_SCHEDULE",
     "FLOW_REFLOW_PAIR_STEPS", "FLOW_REFLOW_PAIRS", "FLOW_REFLOW_SAMPLER", "HELD_OUT", "KeepCheckpoint", "PROMPT_PREDICTION_TYPE",
     "PROMPT_SCHEDULE", "PromptRecipe", "RACE_STEPS", "VAE_DECODER_STD", "build_prompt_model", "card_scores",
     "classifier_train_config", "cond_identity", "digits_model", "digits_noisy_classifier", "digits_race_model", "digits_run_name",

@@ -13,9 +13,9 @@ from ..data import load_mnist5000
 from ..models.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
 from ..objectives import NoisyClassifierObjective
 from ..schedules import NoiseSchedule, make_schedule
-from ..settings import Profile, check_int, resolve_profile, runs_dir
+from ..settings import Profile, check_int, resolve_device, resolve_profile, runs_dir
 from ..training import TrainConfig, noisy_classifier_config
-from .core import _device, card_scores, run_info, train_once
+from .core import card_scores, run_info, train_once
 from .digits import DIGITS_SCHEDULE
 
 
@@ -66,7 +66,7 @@ def digits_noisy_classifier(
     train_split = load_mnist5000("train", size=cfg.image_size)
     result, cached = train_once(lambda: NoisyClassifier(cfg), NoisyClassifierObjective(schedule),
                                 (train_split.images, train_split.labels), tcfg, run_dir, retrain=retrain,
-                                device=_device(device), progress=progress)
+                                device=resolve_device(device), progress=progress)
     classifier = result.model
 
     def test_accuracy() -> dict[str, float]:

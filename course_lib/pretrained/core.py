@@ -20,7 +20,7 @@ from torch import nn
 
 from ..checkpoints import atomic_write_text, has_checkpoint, read_card, read_state
 from ..schedules import NoiseSchedule
-from ..settings import check_bool, get_device
+from ..settings import check_bool, resolve_device
 from ..shipped import load_shipped_model
 from ..training import TrainConfig, TrainResult, train
 
@@ -69,15 +69,11 @@ def card_scores(run_dir: Path, compute: Callable[[], dict[str, Any]]) -> dict[st
     return scores
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device) if isinstance(device, torch.device) else get_device(device or "auto")
-
-
 def shipped_model(model: nn.Module, name: str, identity: dict[str, Any], device: str | torch.device | None,
                   ) -> tuple[nn.Module, dict[str, Any]]:
     """``model`` with the weights that ship as ``course_lib/weights/<name>.*`` (verified against ``identity``,
     :func:`course_lib.shipped.load_shipped_model`) on ``device``, and the info its card keeps plus
     ``cached``/``shipped`` True, ``run_dir`` None and the weights' ``sha256``."""
     model, card = load_shipped_model(model, name, identity)
-    return model.to(_device(device)), {**card["info"], "cached": True, "shipped": True, "run_dir": None,
+    return model.to(resolve_device(device)), {**card["info"], "cached": True, "shipped": True, "run_dir": None,
                                        "sha256": card["sha256"]}

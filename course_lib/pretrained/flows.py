@@ -20,9 +20,9 @@ from torch import nn
 from ..checkpoints import fingerprint, read_state
 from ..data import load_mnist5000
 from ..models.unet import UNet, digits_config
-from ..settings import Profile, check_bool, resolve_profile, runs_dir
+from ..settings import Profile, check_bool, resolve_device, resolve_profile, runs_dir
 from ..training import TrainConfig
-from .core import _device, run_info, shipped_model, train_once
+from .core import run_info, shipped_model, train_once
 from .digits import digits_train_config
 
 FLOW_REFLOW_SAMPLER = "dpmpp_2m"  # how the reflow pairs are drawn from the base flow …
@@ -175,7 +175,7 @@ def reflow_digits_model(
             old.unlink()
     num_pairs = FLOW_REFLOW_PAIRS[prof]
     pairs, pair_seconds = reflow_pairs_for(base, base_info["sha256"], prof, run_dir, num_pairs=num_pairs,
-                                           device=_device(device))
+                                           device=resolve_device(device))
     weights = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
 
     def build() -> nn.Module:  # the base flow's EMA weights, trainable again

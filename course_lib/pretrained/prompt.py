@@ -10,13 +10,14 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from ..captions import ATTRIBUTE_VALUES, resolve_combo, tokenize
+from ..data import HATS_TRAIN_SEED
 from ..hats import make_hats_dataset
 from ..models.text import PromptDenoiser, TextEncoder, TextEncoderConfig
 from ..models.unet import UNet, UNetConfig
 from ..schedules import NoiseSchedule, make_schedule
-from ..settings import Profile, ResolvedProfile, check_bool, resolve_profile, runs_dir
+from ..settings import Profile, ResolvedProfile, check_bool, resolve_device, resolve_profile, runs_dir
 from ..training import TrainConfig
-from .core import _device, run_info, train_once
+from .core import run_info, train_once
 
 PROMPT_SCHEDULE = "cosine"  # small pictures: the cosine schedule keeps more signal for longer (chapter 02)
 # v-prediction (Salimans & Ho 2022, §4): with the cosine schedule's nearly pure noise at large t, an
@@ -24,7 +25,6 @@ PROMPT_SCHEDULE = "cosine"  # small pictures: the cosine schedule keeps more sig
 # recipe the same training gave 56 % prompt accuracy with ε and 100 % with v (DDIM 30 steps, s = 3).
 PROMPT_PREDICTION_TYPE = "v_prediction"
 HELD_OUT: tuple[tuple[str, ...], ...] = (("dog", "green"),)  # never in the default training set
-DATA_SEED = 8
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def prompt_model(
 ) -> tuple[PromptDenoiser, NoiseSchedule, dict[str, Any]]:
     """The chapter-08 prompt-conditioned U-Net, trained on captioned cats and dogs, once, then cached.
 
-    Data: ``make_hats_dataset(recipe.num_images, seed=DATA_SEED, exclude=exclude)`` and the
+    Data: ``make_hats_dataset(recipe.num_images, seed=HATS_TRAIN_SEED, exclude=exclude)`` and the
     tokenized captions; ``exclude`` (default :data:`HELD_OUT`: no dog ever wears a green hat)
     holds combinations out (see :func:`course_lib.captions.excluded_mask` for the entry format).
     Training: :func:`course_lib.training.train` with condition dropout 0.1 (the empty prompt), so
@@ -104,11 +104,11 @@ def prompt_model(
         resolve_combo(combo)  # a typo fails here, naming the allowed values
     recipe = prompt_recipe(prof)
     run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"prompts-{prof}{_exclude_slug(exclude)}"
-    data = make_hats_dataset(recipe.num_images, size=recipe.unet.image_size, seed=DATA_SEED, exclude=exclude)
+    data = make_hats_dataset(recipe.num_images, size=recipe.unet.image_size, seed=HATS_TRAIN_SEED, exclude=exclude)
     tokens = tokenize(data.captions)  # (N, MAX_PROMPT_LENGTH)
     schedule = make_schedule(PROMPT_SCHEDULE)
     result, cached = train_once(lambda: build_prompt_model(recipe), schedule, (data.images, tokens), recipe.train,
-                                run_dir, retrain=retrain, device=_device(device), progress=progress)
+                                run_dir, retrain=retrain, device=resolve_device(device), progress=progress)
     info = {**run_info(result, cached, recipe.train, prof, run_dir), "schedule": PROMPT_SCHEDULE,
             "num_images": recipe.num_images, "exclude": [list(c) if isinstance(c, tuple) else c for c in exclude],
             "recipe_num_steps": recipe.num_steps}

@@ -17,9 +17,9 @@ from ..checkpoints import has_checkpoint, read_state
 from ..data import load_mnist5000
 from ..models.unet import UNet, digits_config
 from ..schedules import NoiseSchedule, make_schedule
-from ..settings import Profile, check_bool, resolve_profile, runs_dir
+from ..settings import Profile, check_bool, resolve_device, resolve_profile, runs_dir
 from ..training import TrainConfig, train
-from .core import _device, run_info, train_once
+from .core import run_info, train_once
 from .digits import DIGITS_SCHEDULE, RACE_STEPS, digits_train_config
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def vae_model(
     run_dir = Path(run_dir) if run_dir is not None else runs_dir() / name
     data = load_mnist5000("train", size=cfg.image_size).images
     result, cached = train_once(lambda: VAE(cfg), objective, data, tcfg, run_dir, retrain=retrain,
-                                device=_device(device), progress=progress)
+                                device=resolve_device(device), progress=progress)
     return result.ema_model, {**run_info(result, cached, tcfg, prof, run_dir), **objective.identity()}
 
 
@@ -86,7 +86,7 @@ def gan_model(
     cached = not retrain and has_checkpoint(run_dir) and int(read_state(run_dir).get("step", -1)) >= tcfg.steps
     torch.manual_seed(tcfg.seed)
     result = train_gan(Generator(cfg), Discriminator(cfg), data, tcfg, run_dir=run_dir, resume=not retrain,
-                       device=_device(device), progress=progress)
+                       device=resolve_device(device), progress=progress)
     info = {"train_seconds": result.seconds, "steps": result.steps, "config": cfg.to_dict(),
             "train_config": asdict(tcfg), "profile": prof, "run_dir": str(run_dir), "cached": cached,
             "g_losses": result.g_losses, "d_losses": result.d_losses}
@@ -113,7 +113,7 @@ def digits_race_model(
     if not cached:  # train chapter 04's recipe up to the race's step (a checkpoint is committed there)
         torch.manual_seed(tcfg.seed)
         train(UNet(cfg), make_schedule(DIGITS_SCHEDULE), load_mnist5000("train", size=cfg.image_size).images, tcfg,
-              run_dir=run_dir, device=_device(device), progress=progress, callback=StopAfter(steps=race))
+              run_dir=run_dir, device=resolve_device(device), progress=progress, callback=StopAfter(steps=race))
     tensors, state = load_checkpoint(run_dir)  # sha256-verified
     model = UNet(cfg)
     check_signature(state["model"], model)
@@ -123,4 +123,4 @@ def digits_race_model(
     info = {"train_seconds": float(state["seconds"]), "steps": int(state["step"]), "config": cfg.to_dict(),
             "train_config": asdict(tcfg), "profile": prof, "run_dir": str(run_dir), "cached": cached,
             "losses": list(state["losses"]), "schedule": DIGITS_SCHEDULE, "prediction_type": tcfg.prediction_type}
-    return model.to(_device(device)).eval(), make_schedule(DIGITS_SCHEDULE), info
+    return model.to(resolve_device(device)).eval(), make_schedule(DIGITS_SCHEDULE), info
