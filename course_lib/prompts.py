@@ -84,7 +84,7 @@ def generate_from_prompts(
     *,
     guidance_scale: float = DEFAULT_GUIDANCE,
     num_steps: int = 30,
-    sampler: Sampler = "ddim",
+    sampler: Sampler = "dpmpp_2m_sde",
     seed: int = 0,
     per_prompt: int = 1,
     schedule: NoiseSchedule | None = None,
@@ -95,7 +95,8 @@ def generate_from_prompts(
 
     Each prompt is tokenized (:func:`course_lib.captions.tokenize`: an unknown word raises ValueError
     listing the vocabulary; ``""`` is the empty prompt) and sampled from pure noise with
-    ``sampler`` in ``num_steps`` steps and classifier-free guidance ε̃ = ε_∅ + s·(ε_c − ε_∅),
+    ``sampler`` (default: chapter 06's recommendation, SDE-DPM-Solver++(2M) on Karras steps) in
+    ``num_steps`` steps and classifier-free guidance ε̃ = ε_∅ + s·(ε_c − ε_∅),
     s = ``guidance_scale`` (0: ignore the prompt, 1: plain conditional, > 1: guided; chapter 07).
     The same ``seed`` gives the same pictures. ``schedule``: the one the model was trained with
     (default: the prompt model's, :data:`PROMPT_SCHEDULE`); the network's output is read as

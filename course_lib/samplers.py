@@ -277,23 +277,23 @@ def sample(
     - ``dpmpp_2m_sde``: the same multistep solver for the reverse SDE (``solvers.sample_dpmpp_2m_sde``),
       N calls; its fresh noise at every step comes from ``generator``.
 
-    Defaults: the best of chapter 06's measurements, SDE-DPM-Solver++(2M) on Karras steps from σ = 80
-    (``spacing=None``: ``karras`` with ``sigma_max`` = min(:data:`~course_lib.solvers.EDM_SIGMA_MAX`, σ(T−1))
-    for the σ-samplers, ``leading`` for ddpm/ddim). With an imperfect network the deterministic samplers
-    carry every error of the network into the picture — on the chapter-07 digits model DDIM left a grey
-    speckle in the background that got *worse* with more steps (chapter 10 measures it) — while the
-    fresh noise of the SDE washes part of it out.
+    Defaults: chapter 06's recommendation, one recipe for every chapter. SDE-DPM-Solver++(2M) on Karras
+    steps from σ = 80 (``spacing=None``: ``karras`` with ``sigma_max`` = min(:data:`~course_lib.solvers.EDM_SIGMA_MAX`,
+    σ(T−1)) for the σ-samplers); it is the best sampler of chapter 06's steps-versus-FID table (the
+    README's "Steps versus quality" table, ``benchmarks/samplers.py``). Where a chapter needs a
+    sampler without fresh noise (DDIM inversion, interpolating between two noises, the copier of
+    chapter 10) it takes DDIM, whose default grid is ``trailing`` (``spacing=None`` for ddpm/ddim):
+    chapter 06 §5 shows that ``leading`` steps (diffusers' DDIM default) begin at t = T − T/N, where
+    x_t still holds part of the picture that pure noise z does not have, and draw fainter digits.
 
     ``spacing`` places the N steps (:func:`timesteps`): ``leading`` | ``trailing`` | ``linspace`` for every
     sampler, and ``karras`` (EDM eq. 5 between σ(0) and σ(T−1)) for the σ-samplers. ``sigma_max``
-    (karras only: :func:`course_lib.solvers.check_sigma_max`) starts the σ-samplers lower than σ(T−1): the cosine schedule's σ(T−1) ≈ 20,000
-    would spend most Karras steps at noise levels where nothing is left to decide, so chapter 06 uses
-    EDM's σ_max = 80 (Karras et al. 2022, Table 1); x_T is still z, read as pure noise. The default
-    ``leading`` (diffusers' DDIM default) was as accurate as ``trailing`` and more accurate than ``karras``
-    at 20 steps in our measurement (ODE error against a converged solution, analytic denoiser, linear /
-    scaled_linear / cosine schedules); take ``trailing`` with a zero-terminal-SNR schedule, so that the
-    first step starts at t = T−1 where x_T really is pure noise (Lin et al. 2023, §3.3).
-    ``clip_sample`` (None = True for ddpm, False otherwise) clamps x̂₀ to [−1, 1]. ``prediction_type``
+    (karras only: :func:`course_lib.solvers.check_sigma_max`) starts the σ-samplers lower than σ(T−1): the
+    cosine schedule's σ(T−1) ≈ 20,000 would spend most Karras steps at noise levels where nothing is
+    left to decide, so chapter 06 uses EDM's σ_max = 80 (Karras et al. 2022, Table 1); x_T is still z,
+    read as pure noise.
+    ``clip_sample`` (None = True for ddpm and ddim, as in diffusers' schedulers, False for the σ-samplers)
+    clamps x̂₀ to [−1, 1]; pass False for pictures that do not live in [−1, 1] (latents, 2-D points). ``prediction_type``
     (None: the model's own ``prediction_type`` attribute, else "epsilon"; see
     :func:`course_lib.forward.prediction_type_of`) says how to read the model's output.
     ``round_timesteps`` (σ-samplers) gives the network the nearest integer t, as diffusers'
@@ -316,14 +316,14 @@ def sample(
         raise ValueError(f"eta={eta} is only used by sampler='ddim'; leave eta=0 for sampler={sampler!r}")
     discrete = sampler in DISCRETE_SAMPLERS
     if spacing is None:  # the recommended grid: karras from EDM's σ = 80 for the σ-samplers
-        spacing = "leading" if discrete else "karras"
+        spacing = "trailing" if discrete else "karras"
         if not discrete and sigma_max is None:
             sigma_max = min(EDM_SIGMA_MAX, float(schedule_sigmas(s)[-1]))
     check_choice("spacing", spacing, SPACINGS if discrete else SIGMA_SPACINGS)
     sigma_max = check_sigma_max(spacing, sigma_max, s)
     prediction_type = prediction_type_of(model, prediction_type)
-    if clip_sample is None:
-        clip_sample = sampler == "ddpm"
+    if clip_sample is None:  # pixel pictures live in [-1, 1]: clamp x̂₀ on the DDPM/DDIM grids (chapter 06 §5)
+        clip_sample = discrete
     check_bool("clip_sample", clip_sample)
     check_bool("round_timesteps", round_timesteps)
     check_bool("progress", progress)

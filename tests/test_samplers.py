@@ -85,9 +85,26 @@ def test_ddim_loop_matches_diffusers(s, n, spacing, eta):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(SHAPE, generator=g)
     ref = diffusers_loop(sched, x, generator=g, eta=eta)
-    mine = sample(dummy, s, SHAPE, sampler="ddim", num_steps=n, spacing=spacing, eta=eta,
+    mine = sample(dummy, s, SHAPE, sampler="ddim", num_steps=n, spacing=spacing, eta=eta, clip_sample=False,
                   generator=torch.Generator().manual_seed(0), progress=False)
     close(mine, ref)
+
+
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+def test_ddim_default_is_trailing_and_clamped_like_diffusers(s, prediction_type):
+    """sample(sampler="ddim") with no spacing/clip_sample is chapter 06's DDIM: trailing steps, x̂₀ clamped
+    to [-1, 1] — diffusers' DDIMScheduler with timestep_spacing="trailing" and its default clip_sample=True."""
+    sched = diffusers.DDIMScheduler(**CONFIG, clip_sample=True, set_alpha_to_one=True, timestep_spacing="trailing",
+                                    prediction_type=prediction_type)
+    sched.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    ref = diffusers_loop(sched, 3 * torch.randn(SHAPE, generator=g))  # large x: the clamp is active
+    mine = sample(dummy, s, SHAPE, sampler="ddim", num_steps=10, noise=3 * noise(0), prediction_type=prediction_type,
+                  progress=False)
+    close(mine, ref)
+    unclamped = sample(dummy, s, SHAPE, sampler="ddim", num_steps=10, noise=3 * noise(0), clip_sample=False,
+                       prediction_type=prediction_type, progress=False)
+    assert not torch.allclose(mine, unclamped)  # the clamp did something here
 
 
 @pytest.mark.parametrize("n,spacing", [(T, "trailing"), (20, "leading"), (20, "trailing")])
@@ -119,7 +136,7 @@ def test_cosine_schedule_loops_match_diffusers(sampler):
         sched.set_timesteps(10)
         ref = diffusers_loop(sched, noise() * math.sqrt(1 + float(sched.sigmas[0]) ** 2))
     spacing = "trailing" if sampler == "ddim" else "karras"
-    mine = sample(dummy, s_cos, SHAPE, sampler=sampler, num_steps=10, spacing=spacing,
+    mine = sample(dummy, s_cos, SHAPE, sampler=sampler, num_steps=10, spacing=spacing, clip_sample=False,
                   generator=torch.Generator().manual_seed(0), progress=False)
     close(mine, ref)
 

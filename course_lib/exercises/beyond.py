@@ -8,14 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from .core import NotTried, _compare, attempt
-
-
-def _frozen(build: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
-    """A small stand-in network built under its own seed, leaving the caller's random stream as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build().eval()
+from .core import NotTried, _compare, _frozen, attempt
 
 
 # ---------------------------------------------------------------------------- ch09: the VAE's loss

@@ -9,23 +9,32 @@ import torch
 
 
 # ============================================================================ value answers
-def check(name: str, answer: Any, expected: Any, *, rtol: float = 1e-3, atol: float = 1e-4, hint: str = "") -> bool:
+def check(name: str, answer: Any, expected: Any, *, rtol: float = 1e-3, atol: float = 1e-4, hint: str = "",
+          reveal: bool = True) -> bool:
     """Compare ``answer`` with ``expected`` (numbers, tensors, or exact values).
 
     Returns False (after printing the hint) when ``answer`` is None, True when it matches, and
-    raises AssertionError naming the exercise when it does not.
+    raises AssertionError naming the exercise when it does not — with the expected value, unless
+    ``reveal=False`` (predict-then-run questions: the message then says only which way the answer is off).
     """
     if answer is None:
         print(f"✎ {name}: not answered yet. {hint}".rstrip())
         return False
+    direction = ""
     if isinstance(expected, (int, float, torch.Tensor)) and not isinstance(expected, bool):
-        got = torch.as_tensor(answer, dtype=torch.float64)
         want = torch.as_tensor(expected, dtype=torch.float64)
+        try:
+            got = torch.as_tensor(answer, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise AssertionError(f"✗ {name}: expected a number (or numbers), got {answer!r}. {hint}".rstrip()) from None
         ok = got.shape == want.shape and bool(torch.allclose(got, want, rtol=rtol, atol=atol))
+        if not ok and got.shape == want.shape and want.numel() == 1:
+            direction = " (too large)" if float(got) > float(want) else " (too small)"
     else:
         ok = answer == expected
     if not ok:
-        raise AssertionError(f"✗ {name}: got {answer!r}, expected {expected!r}. {hint}".rstrip())
+        wanted = f"expected {expected!r}" if reveal else f"not what the library measures{direction}"
+        raise AssertionError(f"✗ {name}: got {answer!r}, {wanted}. {hint}".rstrip())
     print(f"✓ {name}: correct!")
     return True
 
@@ -36,9 +45,11 @@ class NotTried(Exception):
 
 
 def _compare(name: str, case: str, got: Any, want: torch.Tensor, *, atol: float = 1e-4, rtol: float = 1e-4) -> None:
-    """Raise a helpful AssertionError unless ``got`` is a tensor close to ``want``."""
+    """Raise a helpful AssertionError unless ``got`` is a tensor (or, for a 0-d ``want``, a number) close to ``want``."""
     if got is None:
         raise NotTried
+    if want.dim() == 0 and isinstance(got, (int, float)) and not isinstance(got, bool):
+        got = torch.tensor(float(got))
     if not isinstance(got, torch.Tensor):
         raise AssertionError(f"✗ {name} ({case}): your function returned a {type(got).__name__}, expected a tensor "
                              f"of shape {tuple(want.shape)}")
@@ -53,6 +64,26 @@ def _compare(name: str, case: str, got: Any, want: torch.Tensor, *, atol: float 
             f"✗ {name} ({case}): largest difference {float(err.max()):.3g} (typical size of the right answer "
             f"{float(want.abs().mean()):.3g}); your answer ≈ {ratio:.3f} × the right one along its direction. "
             "Read the next hint.")
+
+
+def _numbers(name: str, got: Any, count: int) -> torch.Tensor:
+    """A learner's tuple of ``count`` numbers (floats or 0-d tensors) as one float64 tensor; None: not tried."""
+    if got is None:
+        raise NotTried
+    if not isinstance(got, (tuple, list)) or len(got) != count:
+        raise AssertionError(f"✗ {name}: return {count} numbers as a tuple, got {type(got).__name__}"
+                             + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
+    try:
+        return torch.stack([torch.as_tensor(v, dtype=torch.float64).detach().cpu().reshape(()) for v in got])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise AssertionError(f"✗ {name}: each of the {count} entries must be one number ({err})") from None
+
+
+def _frozen(build: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
+    """A small stand-in network built under its own seed, leaving the caller's random stream as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()
 
 
 def attempt(name: str, run_check: Callable[[], None], first_hint: str = "") -> bool:

@@ -29,13 +29,13 @@ from here: ``from course_lib.latent import latent_model``.
 from .editing import attention_maps, denoise_from, img2img, inpaint, inversion_edit
 from .measuring import edit_benchmark, edit_requests, latent_benchmark, prompt_accuracy, speed_comparison
 from .pipeline import (
-    CONDITIONINGS, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE,
+    CONDITIONINGS, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_DDIM, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE,
     LatentRecipe, Pipeline, autoencoder_model, build_latent_denoiser, latent_model, latent_recipe, load_pipeline,
     reconstruction_psnr, scene_latents, text_to_image,
 )
 
 __all__ = [
-    "CONDITIONINGS", "DEFAULT_GUIDANCE", "DEFAULT_STRENGTH", "LatentRecipe", "Pipeline", "attention_maps",
+    "CONDITIONINGS", "DEFAULT_GUIDANCE", "DEFAULT_STRENGTH", "LATENT_DDIM", "LatentRecipe", "Pipeline", "attention_maps",
     "autoencoder_model", "build_latent_denoiser", "denoise_from", "edit_benchmark", "edit_requests", "img2img", "inpaint",
     "inversion_edit", "latent_benchmark", "latent_model", "latent_recipe", "load_pipeline", "prompt_accuracy",
     "reconstruction_psnr", "scene_latents", "speed_comparison", "text_to_image",

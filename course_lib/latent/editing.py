@@ -15,7 +15,7 @@ from ..samplers import ddim_invert, ddim_step, sample
 from ..scenes import MAX_SCENE_PROMPT_LENGTH, scene_tokenize
 from ..schedules import timesteps
 from ..settings import check_float
-from .pipeline import DEFAULT_STRENGTH, LATENT_PREDICTION_TYPE, Pipeline, scene_latents
+from .pipeline import DEFAULT_STRENGTH, LATENT_DDIM, LATENT_PREDICTION_TYPE, Pipeline, scene_latents
 
 # ----------------------------------------------------------------------------- editing
 def _check_images(images: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def denoise_from(pipe: Pipeline, z0: torch.Tensor, ids: torch.Tensor, strength: 
     strength = check_float("strength", strength, min_value=0.0, max_value=1.0)
     s = pipe.guidance_scale if guidance_scale is None else guidance_scale
     T = pipe.schedule.num_timesteps
-    ts = timesteps(T, pipe.num_steps).tolist()  # descending
+    ts = timesteps(T, pipe.num_steps, LATENT_DDIM["spacing"]).tolist()  # descending, the pipeline's grid
     skip = pipe.num_steps - int(round(pipe.num_steps * strength))
     ts = ts[skip:]
     if not ts:
@@ -105,12 +105,13 @@ def inversion_edit(pipe: Pipeline, images: torch.Tensor, source_prompts: Sequenc
     images = _check_images(images)
     z0 = scene_latents(pipe.autoencoder, images, pipe.scale_factor)
     src = _prompt_ids(source_prompts, len(images))
+    # both legs on leading steps: the way up must stop short of t = T−1, where nothing of z0 is left (chapter 06 §6)
     zT = ddim_invert(lambda x, t: pipe.denoiser(x, t, cond=src), pipe.schedule, z0, num_steps=pipe.num_steps,
-                     prediction_type=LATENT_PREDICTION_TYPE)
+                     spacing="leading", prediction_type=LATENT_PREDICTION_TYPE)
     s = pipe.guidance_scale if guidance_scale is None else guidance_scale
     z = sample(pipe.denoiser, pipe.schedule, tuple(z0.shape), sampler="ddim", num_steps=pipe.num_steps,
                cond=_prompt_ids(target_prompts, len(images)), guidance_scale=s, noise=zT, progress=False,
-               prediction_type=LATENT_PREDICTION_TYPE)
+               prediction_type=LATENT_PREDICTION_TYPE, spacing="leading", clip_sample=False)
     return decode_latents(pipe.autoencoder, z / pipe.scale_factor)
 
 
@@ -146,7 +147,7 @@ def attention_maps(pipe: Pipeline, prompt: str, words: Sequence[str], *, seed: i
     try:
         z = sample(recording, pipe.schedule, (1, *pipe.latent_shape), sampler="ddim", num_steps=pipe.num_steps,
                    cond=scene_tokenize([prompt]), guidance_scale=pipe.guidance_scale,
-                   generator=torch.Generator().manual_seed(seed), progress=False, prediction_type=LATENT_PREDICTION_TYPE)
+                   generator=torch.Generator().manual_seed(seed), progress=False, prediction_type=LATENT_PREDICTION_TYPE, **LATENT_DDIM)
     finally:
         for layer in layers:
             layer.keep_maps, layer.maps = False, None

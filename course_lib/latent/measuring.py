@@ -15,7 +15,7 @@ from ..schedules import make_schedule
 from ..settings import Profile, resolve_profile
 from .editing import img2img
 from .pipeline import (
-    CONDITIONINGS, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE, LatentRecipe,
+    CONDITIONINGS, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_DDIM, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE, LatentRecipe,
     Pipeline, autoencoder_model, build_latent_denoiser, latent_model, latent_recipe, reconstruction_psnr, text_to_image,
 )
 
@@ -128,7 +128,7 @@ def speed_comparison(recipe: LatentRecipe, *, batch_size: int = 16, train_steps:
         def draw() -> None:  # a batch of pictures, as one would draw them; seconds per picture below
             z = sample(model, schedule, shape, sampler="ddim", num_steps=steps, cond=ids,
                        guidance_scale=DEFAULT_GUIDANCE, generator=torch.Generator().manual_seed(0), progress=False,
-                       prediction_type=LATENT_PREDICTION_TYPE)
+                       prediction_type=LATENT_PREDICTION_TYPE, **LATENT_DDIM)
             if not pixel:
                 decode_latents(ae, z)
 

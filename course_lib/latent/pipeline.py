@@ -30,6 +30,9 @@ from ..shipped import load_shipped_model
 
 LATENT_SCHEDULE = "cosine"
 LATENT_PREDICTION_TYPE = "v_prediction"  # as chapter 08: v keeps x̂₀ accurate at the cosine schedule's noisy end
+# The chapter's sampler: DDIM (deterministic, so that editing can run it backwards) on chapter 06's trailing
+# grid; latents are not pictures in [-1, 1], so x̂₀ is never clamped.
+LATENT_DDIM: dict = {"spacing": "trailing", "clip_sample": False}
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_STRENGTH = 0.6
 AutoencoderLoss = Literal["l1", "mse"]
@@ -307,7 +310,8 @@ def text_to_image(pipe: Pipeline, prompts: Sequence[str], *, seed: int = 0, per_
 
     1. ``scene_tokenize``: words → ids (an unknown word raises ValueError listing the vocabulary);
     2. the text encoder runs inside the denoiser (per-word vectors for cross-attention);
-    3. DDIM from pure latent noise z_T ~ N(0, I) (B, 4, 16, 16), each step one batched call on
+    3. DDIM (:data:`LATENT_DDIM`: trailing steps, chapter 06) from pure latent noise z_T ~ N(0, I)
+       (B, 4, 16, 16), each step one batched call on
        [prompt, empty prompt] combined as ε̃ = ε_∅ + s·(ε_c − ε_∅);
     4. the decoder turns z₀ / scale_factor into pixels.
     """
@@ -318,7 +322,7 @@ def text_to_image(pipe: Pipeline, prompts: Sequence[str], *, seed: int = 0, per_
     steps = pipe.num_steps if num_steps is None else num_steps
     z = sample(pipe.denoiser, pipe.schedule, (len(ids), *pipe.latent_shape), sampler="ddim", num_steps=steps, cond=ids,
                guidance_scale=s, generator=torch.Generator().manual_seed(seed), progress=False,
-               prediction_type=LATENT_PREDICTION_TYPE)
+               prediction_type=LATENT_PREDICTION_TYPE, **LATENT_DDIM)
     images = decode_latents(pipe.autoencoder, z / pipe.scale_factor)
     return (images, z) if return_latents else images
 
