@@ -289,7 +289,7 @@ def test_ddim_is_euler_on_the_diffusion_model_read_as_a_velocity(prediction_type
         return x * t / (t + 1000) + 0.1 * torch.sin(3 * x)
 
     z = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    ddim = sample(dummy, s, z.shape, sampler="ddim", num_steps=n, spacing="trailing", noise=z, progress=False,
+    ddim = sample(dummy, s, z.shape, sampler="ddim", num_steps=n, spacing="trailing", clip_sample=False, noise=z, progress=False,
                   prediction_type=prediction_type)
     grid = torch.cat([diffusion_sigmas_as_flow(schedule_sigmas(s)[timesteps(1000, n, "trailing")]),
                       torch.zeros(1, dtype=torch.float64)])
