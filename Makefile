@@ -9,7 +9,7 @@ PROFILE ?= auto
 BUILD   := build
 BOOK_FLAGS ?=
 
-.PHONY: course course-check test unit notebooks book sweep bench install clean
+.PHONY: course course-check test unit notebooks book sweep bench weights install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,9 +61,20 @@ ARGS ?= -p scales 1,3 -p sampler ddim,dpmpp_2m
 sweep: $(STAMP)
 	$(PY) -m course_lib.sweep grid $(NB) --profile $(PROFILE) $(ARGS)
 
-## bench: every benchmark script, printing its table (PROFILE as above)
+## bench: every measuring script in benchmarks/, printing its table (PROFILE as above). The train_* scripts that
+##        write shipped weights are not benchmarks: `make weights` runs them.
+WEIGHT_WRITERS := $(addprefix benchmarks/,train_feature_net.py train_attribute_net.py train_scene_judge.py \
+                  train_digits_cond.py train_flows.py train_latent.py)
+BENCHMARKS := $(filter-out $(WEIGHT_WRITERS),$(wildcard benchmarks/[!_]*.py))
 bench: $(STAMP)
-	for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b --profile $(PROFILE) || exit 1; done
+	for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b --profile $(PROFILE) || exit 1; done
+
+## weights: retrain every shipped network (hours on a CPU) into WEIGHTS_OUT (default build/weights, never the package's
+##          own folder unless you say so: `make weights WEIGHTS_OUT=course_lib/weights`); each writes weights + card
+WEIGHTS_OUT ?= $(BUILD)/weights
+weights: $(STAMP)
+	mkdir -p $(WEIGHTS_OUT)
+	for w in $(WEIGHT_WRITERS); do echo "== $$w"; $(PY) $$w --out-dir $(WEIGHTS_OUT) || exit 1; done
 
 clean:
 	rm -rf $(BUILD)

@@ -211,11 +211,11 @@ def fid(
 
     ``features``: ``"digits"`` (the shipped classifier, default), ``"inception"`` (needs local
     weights, see the module docstring), or your own ``nn.Module`` mapping a batch to (N, d) features.
-    Lower is better; 0 for identical statistics. Deterministic. On this 2-core CPU, 1,000 vs 1,000
-    digits take about 1–3 s. Reference points with the shipped network (1,000 vs 1,000 digits): two
-    halves of the training split ≈ 0.56, training vs test split ≈ 0.82, Gaussian noise σ = 0.2 on
-    the digits ≈ 1.3, blur σ = 1 px ≈ 25, uniform noise images ≈ 97. (The features have RMS 1, so
-    the values are smaller than Inception FIDs on photos; compare them only with each other.)
+    Lower is better; 0 for identical statistics. Deterministic. Reference points with the shipped
+    network (real against real, noised, blurred and pure-noise digits) and the time it takes are in
+    README "Performance" → "FID and KID yardsticks on the digit features (chapter 10)"; chapter 10
+    measures such a ladder in every run. (The features have RMS 1, so the values are smaller than
+    Inception FIDs on photos; compare them only with each other.)
     """
     real, fake = _check_common(real, fake, features, batch_size)
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -242,8 +242,8 @@ def kid(
     ``subset_size`` real and fake images without replacement; the default is half the smaller set,
     at most 1,000 (a subset as large as a set makes every draw the same, and the std 0). A larger
     ``subset_size`` is capped at the smaller set's size. ``seed`` fixes the draws: deterministic.
-    Values depend on the feature space, so compare them only within one. With the shipped network,
-    1,000 vs 1,000 digits: training halves ≈ 0.00 ± 0.01, uniform noise images ≈ 1.4.
+    Values depend on the feature space, so compare them only within one. Reference points with the
+    shipped network: README "Performance" → "FID and KID yardsticks on the digit features (chapter 10)".
     """
     real, fake = _check_common(real, fake, features, batch_size)
     subsets = check_int("subsets", subsets, min_value=1)

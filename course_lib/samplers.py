@@ -279,8 +279,9 @@ def sample(
 
     Defaults: chapter 06's recommendation, one recipe for every chapter. SDE-DPM-Solver++(2M) on Karras
     steps from σ = 80 (``spacing=None``: ``karras`` with ``sigma_max`` = min(:data:`~course_lib.solvers.EDM_SIGMA_MAX`,
-    σ(T−1)) for the σ-samplers); it is the best sampler of chapter 06's steps-versus-FID table (the
-    README's "Steps versus quality" table, ``benchmarks/samplers.py``). Where a chapter needs a
+    σ(T−1)) for the σ-samplers); it is the best sampler of chapter 06's steps-versus-FID table (its
+    figures: README "Performance" → "Steps versus quality (chapter 06)", from ``benchmarks/samplers.py
+    --profile cpu --spacings``). Where a chapter needs a
     sampler without fresh noise (DDIM inversion, interpolating between two noises, the copier of
     chapter 10) it takes DDIM, whose default grid is ``trailing`` (``spacing=None`` for ddpm/ddim):
     chapter 06 §5 shows that ``leading`` steps (diffusers' DDIM default) begin at t = T − T/N, where

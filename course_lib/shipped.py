@@ -1,14 +1,15 @@
 """Networks that ship trained in ``course_lib/weights``, for the ``cpu`` profile of chapters 07, 10, 11 and 12.
 
-Training some of the course's networks well takes longer on a laptop CPU than a chapter may: chapter
-11's autoencoder and latent denoisers (about an hour on the 2-core reference machine) and chapter 12's
-flow and reflow digits models (about 15 minutes together, against 10 for the chapter and 30 for the
-whole course). Their ``cpu`` weights ship here, the way the scene judge and the digit classifier do:
-each file's sha256 is checked against its card, and the card's recipe must equal the recipe the code
-asks for (a file trained for another recipe is refused, not silently used). ``retrain=True`` in the
-functions that load them trains the same recipe on your machine instead; ``benchmarks/train_latent.py``
-and ``benchmarks/train_flows.py`` write the files (``benchmarks/train_digits_cond.py`` chapter 07's
-class-conditional digits model, whose clean backgrounds take about an hour to train).
+Training some of the course's networks well takes longer on a laptop CPU than a chapter may (ten
+minutes in the ``cpu`` profile): chapter 11's autoencoder and latent denoisers, chapter 12's flow and
+reflow digits models and chapter 07's class-conditional digits model, whose clean backgrounds take many
+more steps than chapter 04's model. How long each took is in its card (``info.train_seconds``; the
+reflow's also ``info.extra_seconds``), the conditions in README "Performance". Their ``cpu`` weights
+ship here, the way the scene judge and the digit classifier do: each file's sha256 is checked against
+its card, and the card's recipe must equal the recipe the code asks for (a file trained for another
+recipe is refused, not silently used). ``retrain=True`` in the functions that load them trains the same
+recipe on your machine instead; ``benchmarks/train_latent.py``, ``benchmarks/train_flows.py`` and
+``benchmarks/train_digits_cond.py`` write the files.
 
 A card (``<name>.json``) holds ``sha256``, ``identity`` (the recipe), ``info`` (training seconds,
 steps, losses, …) and ``scores`` (what the training script measured). Weights are stored as

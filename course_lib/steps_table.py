@@ -4,7 +4,10 @@ The table of Song et al. 2021 ("DDIM"), Table 1, on the course's digits model: f
 step count, draw ``n_samples`` images, time it, and score them with FID against real digits
 (:func:`course_lib.metrics.fid`); :func:`flow_steps_vs_quality` adds rows for velocity models (chapter 12)
 in the same format. Chapter 06 and ``benchmarks/samplers.py`` both call
-:func:`steps_vs_quality`, so the notebook's table and the benchmark's are the same computation;
+:func:`steps_vs_quality` on :func:`table_configs`' rows, so the notebook's table and the benchmark's are
+the same computation, at different sizes: chapter 06 draws its ``fid_samples`` images per row (200 in
+the ``cpu`` profile), the benchmark :func:`samples_per_row` (1,000); README "Performance" → "Steps
+versus quality (chapter 06)" holds the benchmark's table and says how the two differ.
 :func:`course_lib.viz.plot_steps_vs_quality` draws it. The batches go through
 :func:`course_lib.evaluation.sample_in_batches`, the package's one batch-sampling loop.
 
@@ -56,8 +59,9 @@ class SamplerConfig:
 
     ``spacing``: ``leading`` | ``trailing`` | ``linspace`` for every sampler, ``karras`` too for
     the σ-samplers (euler / heun / dpmpp_2m / dpmpp_2m_sde), with ``sigma_max`` its starting noise
-    level (None: σ(T−1)). ``clip_sample``: clamp every guess x̂₀ to [−1, 1]; None = the sampler's
-    default (on for ddpm, off for the others). See :func:`course_lib.samplers.sample`.
+    level (None: σ(T−1)). ``clip_sample``: clamp every guess x̂₀ to [−1, 1]; None = on for ddpm, off for
+    the others (this table's own default, which every row passes to :func:`course_lib.samplers.sample`
+    explicitly: ``sample``'s own default also clamps ddim).
     """
 
     sampler: Sampler
@@ -135,8 +139,9 @@ def table_configs(
 
 
 def samples_per_row(profile: Profile = "auto") -> int:
-    """Images per table row for a profile: smoke 8 (only proves it runs), cpu 1,000 (the size of the
-    MNIST-5000 test split we compare against), gpu 2,000."""
+    """Images per table row for a profile, as ``benchmarks/samplers.py`` draws them: smoke 8 (only proves
+    it runs), cpu 1,000 (the size of the MNIST-5000 test split we compare against), gpu 2,000. Chapter 06
+    draws fewer to fit its time (its ``fid_samples`` parameter: smoke 8, cpu 200, gpu 1,000)."""
     return {"smoke": 8, "cpu": 1000, "gpu": 2000}[resolve_profile(profile)]
 
 

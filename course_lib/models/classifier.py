@@ -44,8 +44,9 @@ class DigitClassifier(nn.Module):
     then a 512 → 128 hidden layer, then 128 → 10 logits. The features are the hidden layer's ReLU
     output divided by the buffer ``feature_scale``: their root-mean-square over the training digits,
     fixed after training. So the features are of order 1, like Inception's pool features, which is
-    the scale KID's kernel (a·b / d + 1)³ was designed for; unscaled (RMS ≈ 3.6) the cubic term
-    dominates and KID gets several times noisier.
+    the scale KID's kernel (a·b / d + 1)³ was designed for; unscaled (their RMS is the card's
+    ``feature_scale``, ``course_lib/weights/digit_classifier.json``) the cubic term dominates and KID gets
+    several times noisier.
     """
 
     num_features: int = NUM_FEATURES  # torchmetrics reads this instead of running a dummy image

@@ -23,10 +23,12 @@ resolution and put the width (most parameters) at 8×8 and 4×4.
 
 The CPU-speed choices of the ``digits-cpu`` preset, each measured (benchmarks/train_throughput.py):
 ``patch_size=2`` (no block at 32×32), one ResBlock per level, attention only at 8×8 and 4×4, and
-``upsample="conv_nearest"`` (20–30 % less compute than nearest-then-conv). At equal parameter
-count (0.83 M vs 0.85 M) it trains 5.6× faster than diffusers' UNet2DModel in its usual layout on
-the course's 2-core CPU (one thread), and it reaches FID 6.5 on the digits in 3,600 steps of
-batch 64 (about 6½ minutes on two threads; course_lib.pretrained.digits_model).
+``upsample="conv_nearest"`` (20–30 % less compute than nearest-then-conv). How fast it trains and
+samples against diffusers' UNet2DModel in its usual layout at equal parameter count (0.83 M vs
+0.85 M), and the FID it reaches on the digits in 3,600 steps of batch 64 with its training time
+(course_lib.pretrained.digits_model), are in README "Performance" → "Training speed: course U-Net vs
+diffusers' UNet2DModel" (``benchmarks/train_throughput.py``) and "Quality of the chapter-04 digits
+model" (``benchmarks/quality.py --profile cpu``).
 
 Conditioning (chapter 07): ``num_classes`` adds a label embedding (label −1 = "no condition", a
 learned empty token, for classifier-free guidance); ``cond_dim`` adds a projection of an

@@ -1,8 +1,9 @@
 """The chapter-04 MNIST digits U-Net, unconditional or class-conditional (chapters 04–07, 10), trained once and cached.
 
-:func:`digits_train_config` holds its recipe (and the measurements behind it); :data:`RACE_STEPS` the
-training budgets of chapter 09's race, since the unconditional run keeps a copy of its checkpoint at the
-race's step (:class:`~course_lib.callbacks.KeepCheckpoint`) for :func:`course_lib.pretrained.race.digits_race_model`.
+:func:`digits_train_config` holds its recipe and why (the measurements behind it live in the README's
+"Performance" section and the shipped card, which it cites); :data:`RACE_STEPS` the training budgets of
+chapter 09's race, since the unconditional run keeps a copy of its checkpoint at the race's step
+(:class:`~course_lib.callbacks.KeepCheckpoint`) for :func:`course_lib.pretrained.race.digits_race_model`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from ..settings import Profile, check_bool, resolve_profile, runs_dir
 from ..training import TrainConfig
 from .core import run_info, shipped_model, train_once
 
-# Chapter 09's race (course_lib.pretrained.race): each family trains for about the same CPU time. Calibrated on the 2-core reference CPU with one torch
-# thread, in process CPU seconds (which a busy, shared machine does not inflate as it does wall time):
-# a step of 64 images costs the digits U-Net 0.222 s, the VAE 0.056 s and the GAN 0.107 s, so 600, 2,400
-# and 1,240 steps each cost about 133 s. Measured whole runs (1 thread, data loading and checkpoints
-# included): VAE 145 s, GAN 143 s of CPU time. Chapter 04's run commits a checkpoint at its step 600 and
-# keeps a copy of it (:class:`~course_lib.callbacks.KeepCheckpoint`): the race's diffusion model, without training twice.
+# Chapter 09's race (course_lib.pretrained.race): each family trains for about the same CPU time. Calibrated on the
+# 2-core reference CPU with one torch thread, in process CPU seconds (which a busy, shared machine does not inflate
+# as it does wall time): each family's steps = the common budget ÷ the measured cost of one of its steps of 64
+# images. The per-step costs, the budget and the measured whole runs are in README "Performance" → "Three families
+# on the same budget (chapter 09)". Chapter 04's run commits a checkpoint at the race's step (600 in the cpu
+# profile) and keeps a copy of it (:class:`~course_lib.callbacks.KeepCheckpoint`): the race's diffusion model,
+# without training twice.
 RACE_STEPS: dict[str, dict[str, int]] = {
     "smoke": {"vae": 20, "gan": 20, "diffusion": 10},
     "cpu": {"vae": 2400, "gan": 1240, "diffusion": 600},
@@ -38,7 +40,7 @@ RACE_STEPS: dict[str, dict[str, int]] = {
 
 DIGITS_SCHEDULE = "cosine"
 DIGITS_NUM_CLASSES = 10
-COND_CPU_STEPS = 28800  # the class-conditional digits model in the cpu profile (ships: about an hour, 2 threads)
+COND_CPU_STEPS = 28800  # the class-conditional digits model in the cpu profile (ships: time in its card's info.train_seconds)
 COND_PREDICTION_TYPE = "v_prediction"  # clean backgrounds: see digits_train_config
 COND_SHIPPED = "digits_cond"  # the cpu class-conditional model ships as course_lib/weights/digits_cond.*
 COND_SHIPPED_PROFILES = ("cpu",)
@@ -49,42 +51,35 @@ COND_CARD_INFO = ("train_seconds", "steps", "config", "train_config", "profile",
 def digits_train_config(profile: Profile = "auto", *, cond: bool = False) -> TrainConfig:
     """The training recipe of the chapter-04 digits model for a profile.
 
-    ε-prediction on the cosine schedule with Min-SNR-5 weighting, AdamW at a high peak lr
-    (2e-3, fine for a small net with warm-up and clipping), batch 64 and many steps rather than
-    batch 128 and half as many, EMA with warm-up. Measured on the digits (FID on the shipped
-    digit features, 1,000 samples with 50 DDIM steps, 1,800 steps of training): this recipe 12.5;
-    linear schedule 17.8; no Min-SNR 15.5; batch 128 for half the steps 32.7; lr 1e-3 much worse.
-    The ``cpu`` profile then trains twice as long, 3,600 steps (about 6½ minutes on the 2-core
-    reference CPU, two threads): FID 6.5 instead of 13 (v-prediction at 3,600 steps: 5.5; the
-    course keeps ε, the target chapters 03–06 teach).
-    ``cond=True`` adds condition dropout 0.1 so that the model supports classifier-free guidance,
-    and — measured on the background of its samples (chapter 10, issue 11) — predicts v without
-    Min-SNR weights. In the ``cpu`` profile it trains 28,800 steps (3,821 s on the 2-core reference CPU,
-    2 threads) and ships (:func:`digits_model`). Margin noise (RMS distance from
-    black of the pixels that are black in every training digit; real test digits 0.0020), 200
-    samples at s = 3, 20 steps, 1 thread: ε with Min-SNR-5 (the recipe before): DDIM 0.10, SDE-DPM-
-    Solver++(2M) 0.052, DDPM-1000 0.055; ε without Min-SNR: DDIM 0.25, SDE 0.045; v without Min-SNR:
-    DDIM 0.039, SDE 0.020 at 99.5 % class accuracy. Min-SNR-γ gives the nearly clean steps almost
-    no weight (γ/SNR), so the network never learns to remove the last whisper of static; an
-    ε-network's x̂₀ at high noise amplifies its errors by 1/√ᾱ, and a deterministic sampler keeps
-    them as speckle. What remains is training length: the same recipe at 900 steps gives 10× real,
-    at 1,800 steps 7–9×, at 3,600 steps 5.0–5.4× (two seeds each), at 28,800 steps 1.98× and 2.33×
-    (500 samples, seeds 0 and 1; the card's scores) — 2.0–4.5× over six such seeds, 2.87× pooled over
-    3,000: 30 of the 3,000 digits hold 58 % of it (the worst, a 6 whose stroke touches the top edge,
-    scores 89× alone), and the median digit's margin is 0.0020 from black, a quarter of one 8-bit
-    grey level (real digits: exactly black in 99 % of them). Those digits are drawn too big by the
-    guidance: the same 3,000 starting noises give 1.81× pooled at s = 1 and 1.98× at s = 2
-    (``benchmarks/backgrounds.py``). A second phase from this model's EMA weights (14,400 steps at
-    lr 5e-4, another seed) made it worse, 3.16× pooled at s = 3. Ruled out at 900 steps: the 2×2
-    patches (patch_size=1, 3.5× slower per step: 11×), x₀-prediction (8.2×), input perturbation
-    γ = 0.1 (10–11×), drawing t log-normally as EDM does (ln σ ~ N(−1.2, 1.2²): 13–15×; N(0.6, 1.2²):
-    17–18×; N(0, 1): 17×) or half of the draws log-uniform in t (14–17×), guidance on a limited
-    interval of t (9–10×); on the 1,800-step model a final denoising step (7.2–8.2×). All these
-    ratios are × the 1,000 test digits' 0.0020; chapter 10 now measures against all 5,000 real digits,
-    each on the margin of 4,000 others (``metrics.held_out_background_noise``: 0.0033, because three
-    test digits made the old value), and there the shipped model gives 1.08× pooled at s = 1 and 1.68×
-    at s = 3 (95 % interval 1.19–2.61×) over twelve seeds of 500. The returned
-    model carries ``prediction_type`` so that samplers read it right.
+    ε-prediction (the target chapters 03–06 teach) on the cosine schedule (Nichol & Dhariwal 2021,
+    eq. 17; chapter 02) with Min-SNR-5 loss weights (Hang et al. 2023; chapter 04), AdamW at a high
+    peak lr (2e-3, fine for a small net with warm-up and gradient clipping), batch 64 and many steps
+    rather than batch 128 and half as many, EMA with warm-up (the ``gpu`` profile: batch 128, lr 1e-3,
+    EMA decay 0.9995). The schedule, the loss weights, the batch and the lr were each chosen against an
+    alternative by the FID of the samples at the ``cpu`` budget of the time (1,800 steps); the ``cpu``
+    profile now trains twice as long, 3,600 steps. The comparison (and how v-prediction
+    would score), the ``cpu`` model's FID and its training time, with the conditions they were
+    measured under, are in README "Performance" → "Quality of the chapter-04 digits model"
+    (``benchmarks/quality.py --profile cpu`` measures the model again).
+
+    ``cond=True`` (chapters 07 and 10) adds condition dropout 0.1, so that the model also learns the
+    unconditional prediction and supports classifier-free guidance (Ho & Salimans 2022), and predicts
+    v without Min-SNR weights, for clean backgrounds (chapter 10, issue 11): Min-SNR-γ gives the
+    nearly clean steps almost no weight (γ/SNR), so the network never learns to remove the last
+    whisper of static; and an ε-network's guess x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t multiplies its errors
+    by 1/√ᾱ_t at high noise, which a deterministic sampler keeps as speckle, while a v-network's guess
+    does not amplify them (Salimans & Ho 2022, §4; chapter 03). The clean background is the last
+    thing the model learns, so in the ``cpu`` profile it trains :data:`COND_CPU_STEPS` steps, longer
+    than a chapter may, and ships (:func:`digits_model`; ``benchmarks/train_digits_cond.py`` trains
+    and writes it). Where its figures live: the training seconds and the margin and class-accuracy
+    scores of the shipped run in its card, ``course_lib/weights/digits_cond.json`` (``info``,
+    ``scores``); the margins by guidance scale over twelve seeds, against the all-digit reference
+    (``benchmarks/backgrounds.py --profile cpu --threads 2 --scales 1,2,3 --seeds 12``), and what was
+    tried on the shipped model in README "Performance" → "Clean backgrounds (chapters 07 and 10,
+    issue 11)"; the measurements behind each choice (sampler × target × loss weights, training
+    length, what was ruled out at 900 steps) in README "Performance" → "Clean backgrounds: how the
+    recipe got there". A model trained with this recipe carries ``prediction_type`` (set by
+    :func:`course_lib.training.train`) so that samplers read its output right.
     """
     check_bool("cond", cond)
     prof = resolve_profile(profile)
@@ -130,8 +125,8 @@ def digits_model(
     model (labels 0–9, −1 = no label) trained with condition dropout for classifier-free guidance.
     In the ``cpu`` profile that one ships (``course_lib/weights/digits_cond.*``, checked by sha256 and
     :func:`cond_identity`; ``benchmarks/train_digits_cond.py`` writes it): its clean backgrounds take
-    longer to train than a chapter may (see :func:`digits_train_config`). ``retrain=True`` or a
-    ``run_dir`` trains it here instead.
+    longer to train than a chapter may (see :func:`digits_train_config`; the card's ``info.train_seconds``).
+    ``retrain=True`` or a ``run_dir`` trains it here instead.
 
     Returns ``(ema_model, schedule, info)`` with info keys ``train_seconds``, ``steps``,
     ``config`` (the UNetConfig as a dict), ``train_config``, ``schedule``, ``prediction_type``, ``profile``,

@@ -2,9 +2,10 @@
 (:func:`flow_digits_model`) and its 2-rectified copy (:func:`reflow_digits_model`).
 
 In the ``cpu`` profile both ship in ``course_lib/weights`` (:mod:`course_lib.shipped`; written by
-``benchmarks/train_flows.py``): together they take about 15 minutes to train on the 2-core reference
-machine, more than the whole chapter may. Their cards keep the measured training seconds, which the
-chapter quotes. Other profiles, ``retrain=True`` or a ``run_dir`` train them once and cache them
+``benchmarks/train_flows.py``): together they take longer to train on the 2-core reference machine than
+the whole chapter may run. Their cards keep the measured training seconds (``info.train_seconds``; the
+reflow's also ``info.pair_seconds`` and ``info.extra_seconds``), which the chapter quotes. Other
+profiles, ``retrain=True`` or a ``run_dir`` train them once and cache them
 like every shared model."""
 
 from __future__ import annotations
@@ -81,17 +82,22 @@ def flow_digits_model(
 
 
 def reflow_train_config(profile: Profile = "auto") -> TrainConfig:
-    """Reflow's fine-tuning recipe: two thirds of the base flow's steps at its peak lr, from the base
-    flow's EMA weights (Liu et al. 2023, §2.2: the *k*-rectified flow starts from the (k−1)-th).
+    """Reflow's fine-tuning recipe: two thirds of the base flow's steps at its peak lr and half its
+    warm-up, from the base flow's EMA weights (Liu et al. 2023, §2.2: the *k*-rectified flow starts
+    from the (k−1)-th).
 
-    Measured in the ``cpu`` profile (2 threads, quiet; FID of 1,000 samples, DPM-Solver++(2M) with 4
-    network calls; DDPM-1000 of the diffusion model is 3.64): 4,000 pairs drawn with the midpoint
-    rule (5 steps), half the steps at half the lr: 7.28; pairs from DPM-Solver++(2M)-10: 5.92; 12,000
-    of them: 5.68 (16,000 pairs: 5.67); the full lr: 5.51 (twice the lr: 5.74); two thirds of the
-    steps: 5.50; times drawn U-shaped instead of uniformly (``u_shaped``): 5.48, and one call 10.31
-    instead of 10.70; the pseudo-Huber loss instead of the squared error (Lee et al. 2024): 5.16, one
-    call 9.78. The extra cost, 12,000 pairs (87 s) and 2,400 steps (300 s in the shipped run), stays below the base
-    training's 488 s."""
+    Chosen one change at a time in the ``cpu`` profile, by the FID at 4 network calls of
+    DPM-Solver++(2M) (chapter 12's few-step goal): pairs drawn with DPM-Solver++(2M)-10 rather than the
+    midpoint rule (:data:`FLOW_REFLOW_SAMPLER`, :data:`FLOW_REFLOW_PAIR_STEPS`), 12,000 of them
+    (:data:`FLOW_REFLOW_PAIRS`), the full lr rather than half or twice it, two thirds of the steps; then
+    the objective's times drawn U-shaped and the pseudo-Huber loss (Lee et al. 2024; see
+    :func:`reflow_digits_model`). The extra cost, drawing the pairs plus these steps, is meant to stay
+    below the base flow's training time. Where the figures live: the shipped run's seconds in its card,
+    ``course_lib/weights/reflow_digits.json`` (``info.pair_seconds``, ``info.train_seconds``,
+    ``info.extra_seconds``, ``info.base_train_seconds``); the FID after each change, with the conditions,
+    in README "Performance" → "Flow matching (chapter 12)" ("How the reflow recipe got there";
+    ``benchmarks/train_flows.py`` retrains the shipped pair, ``benchmarks/samplers.py --profile cpu
+    --threads 2 --json`` measures it)."""
     base = flow_train_config(profile)
     return replace(base, steps=max(1, base.steps * 2 // 3), warmup=max(1, base.warmup // 2))
 
