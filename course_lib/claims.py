@@ -53,7 +53,10 @@ def _expectation(stated: float | None, tol: float | None, rel_tol: float | None,
     """The text's figure in words, e.g. ``6.2 ± 1.5`` or ``at least 0.95``."""
     if stated is not None:
         spread = tol if tol is not None else abs(stated) * (rel_tol or 0.0)
-        return f"{fmt.format(stated)} ± {fmt.format(spread)}"
+        shown = fmt.format(spread)
+        if spread > 0 and not any(ch in "123456789" for ch in shown.split("e")[0]):
+            shown = f"{spread:.2g}"  # a tolerance finer than the figure's format: never print "± 0.0"
+        return f"{fmt.format(stated)} ± {shown}"
     parts = []
     if at_least is not None:
         parts.append(f"at least {fmt.format(at_least)}")

@@ -32,6 +32,11 @@ def test_a_figure_outside_fails_in_one_readable_line(kwargs, measured):
     assert isinstance(err.value, AssertionError)  # pytest, nbval and papermill treat it as a failure
 
 
+def test_a_fine_tolerance_is_never_shown_as_zero(capsys):
+    claim("the shift multiplies σ by 3", 3.0, stated=3.0, tol=1e-6, fmt="{:.1f}")
+    assert "the text says 3.0 ± 1e-06," in capsys.readouterr().out
+
+
 def test_smoke_prints_but_does_not_enforce_unless_asked(capsys):
     assert claim("accuracy at s = 1", 0.3, at_least=0.95, profile="smoke") is False
     assert "this smoke run measured 0.3" in capsys.readouterr().out
