@@ -46,6 +46,12 @@ class Checked:
 
 
 checked: list[Checked] = []  # every claim of this kernel, in order: a chapter's guard count
+CONFIRMED = "✓ "  # how a line that confirms a claim starts (``python -m course_lib.sweep`` counts them)
+
+
+def is_confirmation(line: str) -> bool:
+    """Whether a line of a chapter's output is :func:`claim`'s confirmation of a figure."""
+    return line.startswith(CONFIRMED) and ": the text says " in line
 
 
 def _expectation(stated: float | None, tol: float | None, rel_tol: float | None,
@@ -113,7 +119,7 @@ def claim(text: str, measured: float, *, stated: float | None = None, tol: float
     checked.append(Checked(text, measured, expected, enforced, holds))
     shown = fmt.format(measured)
     if holds:
-        print(f"✓ {text}: the text says {expected}, this run measured {shown}")
+        print(f"{CONFIRMED}{text}: the text says {expected}, this run measured {shown}")
     elif not enforced:
         print(f"· {text}: the text says {expected} (for a trained model); this {profile} run measured {shown}")
     else:

@@ -123,10 +123,12 @@ def count_claims(executed: Path | str) -> int:
     """How many of the chapter's figures :func:`course_lib.claims.claim` confirmed in an executed notebook."""
     import nbformat
 
+    from .claims import is_confirmation
+
     nb = nbformat.read(str(executed), as_version=4)
     lines = (line for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
              if out.get("output_type") == "stream" for line in out.get("text", "").splitlines())
-    return sum(1 for line in lines if line.startswith("✓ ") and "the text says" in line)
+    return sum(1 for line in lines if is_confirmation(line))
 
 
 def over_budget(results: Sequence[tuple[Path, float]], max_seconds: float) -> list[str]:
