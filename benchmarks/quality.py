@@ -54,24 +54,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_read_only(profile: str, cond: bool, device: torch.device) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """The EMA model of the checkpoint in runs/digits-<profile>[-cond-v] as it is (finished or not); nothing is written."""
-    from course_lib.checkpoints import check_signature, load_checkpoint, state_dict_into
-    from course_lib.models.unet import UNet, digits_config
+    """The EMA model of the checkpoint in runs/digits-<profile>[-cond-v] as it is (finished or not): the registry's
+    :func:`~course_lib.registry.obtain` with the run stopped at the checkpoint's own step, so nothing is trained
+    or written."""
+    from course_lib.checkpoints import read_state
+    from course_lib.pretrained import DIGITS, DIGITS_COND, DIGITS_SCHEDULE
+    from course_lib.registry import obtain
     from course_lib.schedules import make_schedule
-    from course_lib.settings import runs_dir
-    from course_lib.pretrained import DIGITS_NUM_CLASSES, DIGITS_SCHEDULE
+    from course_lib.training import limits
 
-    from course_lib.pretrained import digits_run_name
-
-    run_dir = runs_dir() / digits_run_name(profile, cond=cond)
-    model = UNet(digits_config(profile, num_classes=DIGITS_NUM_CLASSES if cond else None))
-    tensors, state = load_checkpoint(run_dir)  # sha256-verified
-    check_signature(state["model"], model)
-    state_dict_into(model, tensors, "ema.")
+    recipe = DIGITS_COND if cond else DIGITS
+    run_dir = recipe.run_dir(profile)
+    state = read_state(run_dir)
+    with limits(until=int(state["step"])):
+        model, info = obtain(recipe, profile, run_dir=run_dir, device=device, progress=False)
     model.prediction_type = state["train_config"]["prediction_type"]  # samplers read the output by it
-    info = {"train_seconds": float(state["seconds"]), "steps": int(state["step"]), "cached": True, "run_dir": str(run_dir),
-            "planned_steps": int(state["train_config"]["steps"])}
-    return model.to(device).eval(), make_schedule(DIGITS_SCHEDULE), info
+    return model, make_schedule(DIGITS_SCHEDULE), {**info, "planned_steps": int(state["train_config"]["steps"])}
 
 
 def measure(profile: str, *, cond: bool, device: torch.device, real: torch.Tensor, n: int, sampler: str,

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from course_lib.captions import ATTRIBUTE_NAMES, UNSPECIFIED
-from course_lib.checkpoints import sha256_file
 from course_lib.hats import make_hats_dataset
 from course_lib.models.attributes import (
-    CARD_FILE, WEIGHTS_FILE, AttributeClassifier, attribute_accuracies, prompt_accuracy,
+    ATTRIBUTES, CARD_FILE, WEIGHTS_FILE, AttributeClassifier, attribute_accuracies, prompt_accuracy, read_card,
 )
+from course_lib.optim import optimizer_step
+from course_lib.registry import write_shipped
 from course_lib.settings import check_int, seed_everything
 
 TRAIN_SEED, TEST_SEED = 1000, 2000
@@ -90,9 +90,7 @@ def train(epochs: int, seed: int, n_train: int, n_test: int, batch_size: int = 1
         for idx in order.split(batch_size):
             x = augment(train_set.images[idx], generator)
             loss = multi_head_loss(model(x), train_set.attributes[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss)
             sched.step()
             total += float(loss.detach()) * len(idx)
         acc = head_accuracies(model, test_set.images, test_set.attributes)
@@ -125,48 +123,32 @@ def main(argv: list[str] | None = None) -> dict:
     noisy = augment(test_set.images, torch.Generator().manual_seed(TEST_SEED))  # shifted, some blurred, noisy
     heads_noisy = head_accuracies(model, noisy, test_set.attributes)
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    weights = args.out_dir / WEIGHTS_FILE.name
-    state = {k: v.detach().contiguous().float() for k, v in model.state_dict().items()}
-    save_file(state, str(weights), metadata={"architecture": "course_lib.models.attributes.AttributeClassifier"})
-    card = {
-        "name": "attributes",
-        "file": weights.name,
-        "sha256": sha256_file(weights),
-        "size_bytes": weights.stat().st_size,
-        "architecture": "CNN: conv3x3(16)-pool, conv3x3(32)-pool, conv3x3(64)-pool, fc 1024->128, "
-                        "heads animal(2) hat(2) hat_colour(5) background(4)",
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "input": "NCHW, 3 channels, square, values in [-1, 1]; resized to 32x32 when another size",
-        "held_out_head_accuracy": {k: round(v, 4) for k, v in heads.items()},
-        "held_out_prompt_accuracy": round(full, 4),
-        "held_out_augmented_head_accuracy": {k: round(v, 4) for k, v in heads_noisy.items()},
+    info = {
         "training": {
             "data": f"course_lib.hats.make_hats_dataset({n_train}, seed={TRAIN_SEED})",
             "held_out": f"course_lib.hats.make_hats_dataset({n_test}, seed={TEST_SEED}) (only for the figures here)",
             "augmentation": "shift up to ±2 px (replicate padding), 3x3 blur with p=0.25, Gaussian noise sigma~U(0, 0.1)",
             "loss": "sum of cross-entropies of the four heads (hat_colour ignored without a hat)",
-            "optimizer": "AdamW(weight_decay=1e-4)",
-            "lr_schedule": "OneCycleLR(max_lr=3e-3)",
-            "epochs": epochs,
-            "batch_size": 128,
-            "seed": args.seed,
-            "selection": "none: the model after the last epoch",
-            "history": history,
+            "optimizer": "AdamW(weight_decay=1e-4)", "lr_schedule": "OneCycleLR(max_lr=3e-3)", "epochs": epochs,
+            "batch_size": 128, "seed": args.seed, "selection": "none: the model after the last epoch", "history": history,
         },
-        "trained_with": f"torch {torch.__version__}",
-        "train_seconds": round(wall, 1),
+        "trained_with": f"torch {torch.__version__}", "train_seconds": round(wall, 1),
         "command": "python benchmarks/train_attribute_net.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "use": "course_lib.models.attributes.prompt_accuracy / attribute_accuracies: does a sample show what was asked?",
     }
-    (args.out_dir / CARD_FILE.name).write_text(json.dumps(card, indent=2) + "\n")
+    scores = {"held_out_head_accuracy": {k: round(v, 4) for k, v in heads.items()},
+              "held_out_prompt_accuracy": round(full, 4),
+              "held_out_augmented_head_accuracy": {k: round(v, 4) for k, v in heads_noisy.items()}}
+    write_shipped(ATTRIBUTES, model, info, scores, weights_dir=args.out_dir)
+    weights = args.out_dir / WEIGHTS_FILE.name
+    card = read_card(args.out_dir / CARD_FILE.name)
 
     result = {"benchmark": "train_attribute_net", "profile": "cpu", "device": "cpu", "wall_seconds": round(wall, 1),
-              "head_accuracy": card["held_out_head_accuracy"],
-              "augmented_head_accuracy": card["held_out_augmented_head_accuracy"],
+              "head_accuracy": card["scores"]["held_out_head_accuracy"],
+              "augmented_head_accuracy": card["scores"]["held_out_augmented_head_accuracy"],
               "recognised": {k: round(v, 4) for k, v in recognised.items()},
-              "prompt_accuracy": card["held_out_prompt_accuracy"],
-              "size_bytes": card["size_bytes"], "sha256": card["sha256"], "weights": str(weights)}
+              "prompt_accuracy": card["scores"]["held_out_prompt_accuracy"],
+              "size_bytes": card["info"]["size_bytes"], "sha256": card["sha256"], "weights": str(weights)}
     if args.json:
         print(json.dumps(result))
     else:

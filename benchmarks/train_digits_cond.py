@@ -6,7 +6,7 @@ Rerunnable by anyone, CPU only (about an hour on the 2-core reference machine, 2
 
 The model trains with the ``cpu`` recipe of ``course_lib.pretrained.digits_train_config(cond=True)``
 through the same function the chapters call with ``retrain=True`` (checkpointed under ``--run-root``,
-so an interrupted run resumes), then is measured and written by ``course_lib.shipped.save_shipped``:
+so an interrupted run resumes), then is measured and written by ``course_lib.registry.write_shipped`` (record ``DIGITS_COND``):
 the card keeps the recipe (``cond_identity``, checked on every load), the training seconds and the
 scores of the course's default sampling, ``sample(model, schedule, shape, cond=labels,
 guidance_scale=3, num_steps=20)``: the margin's distance from black as a multiple of real test
@@ -26,10 +26,11 @@ import torch
 
 from course_lib.data import load_mnist5000
 from course_lib.metrics import background_noise, class_accuracy, margin_mask
-from course_lib.pretrained import COND_CARD_INFO, COND_SHIPPED, cond_identity, digits_model
+from course_lib.pretrained import DIGITS_COND, digits_model
+from course_lib.registry import write_shipped
 from course_lib.samplers import sample
 from course_lib.settings import check_int
-from course_lib.shipped import WEIGHTS_DIR, card_info, save_shipped
+from course_lib.settings import WEIGHTS_DIR
 
 PROFILE = "cpu"
 
@@ -64,8 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, schedule, info = digits_model(PROFILE, cond=True, run_dir=args.run_root / "digits-cpu-cond-v",
                                          progress=not args.json)
     result = {"scores": default_sampling_scores(model.eval(), schedule), "train_seconds": round(info["train_seconds"], 1)}
-    result["sha256"] = save_shipped(model, COND_SHIPPED, cond_identity(PROFILE), card_info(info, COND_CARD_INFO, loss_every=24),
-                                    result["scores"], args.out_dir)
+    result["sha256"] = write_shipped(DIGITS_COND, model, info, result["scores"], profile=PROFILE, weights_dir=args.out_dir)
     result["wall_seconds"] = round(time.perf_counter() - tic, 1)
     print(json.dumps(result, indent=1) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return result

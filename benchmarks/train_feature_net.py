@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from course_lib.data import load_mnist5000
-from course_lib.checkpoints import sha256_file
-from course_lib.models.classifier import CARD_FILE, NUM_FEATURES, WEIGHTS_FILE, DigitClassifier
+from course_lib.models.classifier import CARD_FILE, DIGIT_CLASSIFIER, WEIGHTS_FILE, DigitClassifier, read_card
+from course_lib.optim import optimizer_step
+from course_lib.registry import write_shipped
 from course_lib.settings import check_int, seed_everything
 
 
@@ -66,9 +66,7 @@ def train(epochs: int, seed: int, batch_size: int = 64, lr: float = 2e-3, max_sh
         for idx in order.split(batch_size):
             x = random_shift(train_set.images[idx], max_shift, generator)
             loss = F.cross_entropy(model(x), train_set.labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss)
             sched.step()
             total += float(loss.detach()) * len(idx)
         test_acc = accuracy(model, test_set.images, test_set.labels)
@@ -110,33 +108,20 @@ def main(argv: list[str] | None = None) -> dict:
     model, info = train(epochs, args.seed)
     wall = time.perf_counter() - start
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    weights = args.out_dir / WEIGHTS_FILE.name
-    state = {k: v.detach().contiguous().float() for k, v in model.state_dict().items()}
-    save_file(state, str(weights), metadata={"architecture": "course_lib.models.classifier.DigitClassifier"})
-    card = {
-        "name": "digit_classifier",
-        "file": weights.name,
-        "sha256": sha256_file(weights),
-        "size_bytes": weights.stat().st_size,
-        "architecture": "LeNet-style CNN: conv5x5(16)-pool, conv5x5(32)-pool, conv3x3(32)-pool, fc 512->128 (features), fc 128->10",
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "num_features": NUM_FEATURES,
-        "feature_scale": round(float(model.feature_scale), 6),
-        "input": "NCHW, 1 channel, 28x28 (padded to 32 with -1) or 32x32, values in [-1, 1]",
-        "train_accuracy": round(info["train_accuracy"], 4),
-        "test_accuracy": round(info["test_accuracy"], 4),
-        "training": info["recipe"],
-        "trained_with": f"torch {torch.__version__}",
-        "train_seconds": round(wall, 1),
+    shipped_info = {
+        "feature_scale": round(float(model.feature_scale), 6), "training": info["recipe"],
+        "trained_with": f"torch {torch.__version__}", "train_seconds": round(wall, 1),
         "command": " ".join(["python benchmarks/train_feature_net.py", *(argv if argv is not None else sys.argv[1:])]),
-        "use": "penultimate-layer features / feature_scale (RMS 1 on the training split) for course_lib.metrics.fid/kid; logits for class_accuracy",
+        "use": "penultimate-layer features / feature_scale (RMS 1 on the training split) for course_lib.metrics.fid/kid; "
+               "logits for class_accuracy",
     }
-    (args.out_dir / CARD_FILE.name).write_text(json.dumps(card, indent=2) + "\n")
+    scores = {"train_accuracy": round(info["train_accuracy"], 4), "test_accuracy": round(info["test_accuracy"], 4)}
+    write_shipped(DIGIT_CLASSIFIER, model, shipped_info, scores, weights_dir=args.out_dir)
+    weights = args.out_dir / WEIGHTS_FILE.name
+    card = read_card(args.out_dir / CARD_FILE.name)
 
     result = {"benchmark": "train_feature_net", "profile": "cpu", "device": "cpu", "wall_seconds": round(wall, 1),
-              "test_accuracy": card["test_accuracy"], "train_accuracy": card["train_accuracy"],
-              "size_bytes": card["size_bytes"], "sha256": card["sha256"], "weights": str(weights)}
+              **card["scores"], "size_bytes": card["info"]["size_bytes"], "sha256": card["sha256"], "weights": str(weights)}
     if args.json:
         print(json.dumps(result))
     else:

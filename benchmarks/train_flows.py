@@ -7,7 +7,7 @@ Rerunnable by anyone, CPU only (about 15 minutes on the 2-core reference machine
 
 Each model trains with the ``cpu`` recipe of ``course_lib.pretrained`` through the same functions the
 chapter calls with ``retrain=True`` (checkpointed under ``--run-root``, so an interrupted run resumes),
-then is measured and written by ``course_lib.shipped.save_shipped``: the card keeps the recipe
+then is measured and written by ``course_lib.registry.write_shipped`` (records ``FLOW``, ``REFLOW``): the card keeps the recipe
 (``flow_identity`` / ``reflow_identity``, checked on every load), the training seconds and the scores:
 FID (1,000 samples against the 1,000 test digits, seed 0, as ``benchmarks/samplers.py``) at a few
 network-call counts — flow: Euler-10 and SDE-DPM-Solver++(2M)-10; reflow: Euler-1 and DPM-Solver++(2M)-4.
@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 
 from course_lib.data import load_mnist5000
-from course_lib.pretrained import flow_digits_model, reflow_digits_model
-from course_lib.pretrained.flows import CARD_INFO, flow_identity, reflow_identity
-from course_lib.settings import check_choice, check_int
-from course_lib.shipped import WEIGHTS_DIR, card_info, save_shipped
+from course_lib.pretrained.flows import FLOW, REFLOW, flow_digits_model, reflow_digits_model
+from course_lib.registry import write_shipped
+from course_lib.settings import WEIGHTS_DIR, check_choice, check_int
 from course_lib.steps_table import FlowRowConfig, flow_steps_vs_quality
 
 PROFILE = "cpu"
@@ -55,12 +54,11 @@ def main(argv: list[str] | None = None) -> dict:
     if only in ("flow", "all"):
         flow, info = flow_digits_model(PROFILE, run_dir=flow_dir, progress=not args.json)
         result["flow"] = scores("flow", flow)
-        save_shipped(flow, "flow_digits", flow_identity(PROFILE), card_info(info, CARD_INFO), result["flow"], args.out_dir)
+        write_shipped(FLOW, flow, info, result["flow"], profile=PROFILE, weights_dir=args.out_dir)
     if only in ("reflow", "all"):
         reflow, info = reflow_digits_model(PROFILE, run_dir=reflow_dir, base_run_dir=flow_dir, progress=not args.json)
         result["reflow"] = scores("reflow", reflow)
-        keep = CARD_INFO + ("num_pairs", "pair_seconds", "extra_seconds", "base_train_seconds")
-        save_shipped(reflow, "reflow_digits", reflow_identity(PROFILE), card_info(info, keep), result["reflow"], args.out_dir)
+        write_shipped(REFLOW, reflow, info, result["reflow"], profile=PROFILE, weights_dir=args.out_dir)
     result["wall_seconds"] = round(time.perf_counter() - tic, 1)
     print(json.dumps(result, indent=1) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return result

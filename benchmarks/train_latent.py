@@ -9,7 +9,7 @@ the two latent denoisers, which can run side by side on one thread each:
 
 Each network trains with the ``cpu`` recipe of ``course_lib.latent.latent_recipe`` through the same
 functions the chapter calls with ``retrain=True`` (checkpointed under ``--run-root``, so an
-interrupted run resumes), then is measured and written by ``course_lib.shipped.save_shipped``:
+interrupted run resumes), then is measured and written by ``course_lib.registry.write_shipped`` (records ``AUTOENCODER``, ``LATENT_DENOISERS``):
 the card keeps the recipe (checked on every load), the training seconds and the scores below.
 
 Scores: the autoencoder's ``recon_psnr`` (500 held-out scenes) and ``judge_on_recon`` (the scene
@@ -33,25 +33,22 @@ from course_lib.latent import (
     prompt_accuracy, reconstruction_psnr,
 )
 from course_lib.data import SCENES_TEST_SEED
-from course_lib.latent.pipeline import autoencoder_identity, latent_identity
-from course_lib.shipped import WEIGHTS_DIR, save_shipped
+from course_lib.latent.pipeline import AUTOENCODER, LATENT_DENOISERS
+from course_lib.registry import write_shipped
 from course_lib.models.autoencoder import decode_latents, encode_latents
 from course_lib.models.scene_judge import scene_accuracy
 from course_lib.scenes import compositional_prompts, make_scenes, seen_scene_prompts
-from course_lib.settings import check_choice, check_int
+from course_lib.settings import WEIGHTS_DIR, check_choice, check_int
 
 PROFILE = "cpu"
 
 
 def train_autoencoder(run_root: Path, out_dir: Path) -> dict:
-    recipe = latent_recipe(PROFILE)
     ae, info = autoencoder_model(PROFILE, run_dir=run_root / "latent-ae-cpu")
     test = make_scenes(500, seed=SCENES_TEST_SEED)
     scores = {"recon_psnr": reconstruction_psnr(ae, test.images),
               "judge_on_recon": scene_accuracy(decode_latents(ae, encode_latents(ae, test.images)), test.attributes)}
-    keep = {k: info[k] for k in ("scale_factor", "train_seconds", "steps", "losses", "config", "profile")}
-    save_shipped(ae, "latent_ae", autoencoder_identity(recipe), {**keep, "threads": torch.get_num_threads()}, scores,
-                 weights_dir=out_dir)
+    write_shipped(AUTOENCODER, ae, info, scores, profile=PROFILE, weights_dir=out_dir)
     return scores
 
 
@@ -65,9 +62,7 @@ def train_denoiser(conditioning: str, run_root: Path, out_dir: Path) -> dict:
               for name, prompts in (("held_out", compositional_prompts()), ("seen", seen_scene_prompts()))}
     if conditioning == "crossattn":
         scores["edit_success"] = edit_benchmark(pipe, recipe.num_edits)["results"][DEFAULT_STRENGTH]["success"]
-    keep = {k: info[k] for k in ("train_seconds", "steps", "losses", "conditioning", "scale_factor", "num_parameters")}
-    save_shipped(model, f"latent_{conditioning}", latent_identity(recipe, conditioning),
-                 {**keep, "threads": torch.get_num_threads()}, scores, weights_dir=out_dir)
+    write_shipped(LATENT_DENOISERS[conditioning], model, info, scores, profile=PROFILE, weights_dir=out_dir)
     return scores
 
 

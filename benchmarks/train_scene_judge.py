@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from course_lib.captions import UNSPECIFIED
-from course_lib.checkpoints import sha256_file as sha256_of
-from course_lib.models.scene_judge import JUDGE_CARD, JUDGE_WEIGHTS, SceneJudge, scene_accuracy
+from course_lib.models.scene_judge import JUDGE_WEIGHTS, SCENE_JUDGE, SceneJudge, scene_accuracy
+from course_lib.optim import optimizer_step
+from course_lib.registry import write_shipped
 from course_lib.scenes import SCENE_COLUMNS, make_scenes
 from course_lib.settings import check_int, seed_everything
 
@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
             logits = model(augment(train_set.images[idx], generator))
             rows = train_set.attributes[idx]
             loss = sum(F.cross_entropy(logits[c], rows[:, i], ignore_index=UNSPECIFIED) for i, c in enumerate(SCENE_COLUMNS))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss)
             sched.step()
             total += float(loss) * len(idx)
         acc = head_accuracies(model, test_set.images, test_set.attributes)
@@ -89,17 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     whole = scene_accuracy(test_set.images, test_set.attributes, model)
     noisy = augment(test_set.images, torch.Generator().manual_seed(TEST_SEED))
     whole_noisy = scene_accuracy(noisy.clamp(-1, 1), test_set.attributes, model)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    weights = args.out_dir / JUDGE_WEIGHTS.name
-    save_file({k: v.detach().contiguous().float() for k, v in model.state_dict().items()}, str(weights),
-              metadata={"architecture": "course_lib.models.scene_judge.SceneJudge"})
-    card = {
-        "name": "scene_judge", "file": weights.name, "sha256": sha256_of(weights), "size_bytes": weights.stat().st_size,
-        "architecture": "CNN: 4 × (conv3x3-relu-maxpool) 16/32/64/64, fc 1024->128, one head per scene column",
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "input": "NCHW, 3 channels, 64x64, values in [-1, 1]",
-        "held_out_head_accuracy": heads, "held_out_scene_accuracy": round(whole, 4),
-        "held_out_augmented_scene_accuracy": round(whole_noisy, 4),
+    info = {
         "training": {"data": f"course_lib.scenes.make_scenes({n_train}, seed={TRAIN_SEED}, held_out=())",
                      "held_out": f"make_scenes({args.n_test}, seed={TEST_SEED}, held_out=())",
                      "augmentation": "shift ±2 px, 3x3 blur p=0.25, Gaussian noise sigma~U(0, 0.1)",
@@ -108,10 +96,12 @@ def main(argv: list[str] | None = None) -> dict:
         "trained_with": f"torch {torch.__version__}", "train_seconds": round(wall, 1),
         "command": "python benchmarks/train_scene_judge.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    (args.out_dir / JUDGE_CARD.name).write_text(json.dumps(card, indent=2) + "\n")
+    scores = {"held_out_head_accuracy": heads, "held_out_scene_accuracy": round(whole, 4),
+              "held_out_augmented_scene_accuracy": round(whole_noisy, 4)}
+    digest = write_shipped(SCENE_JUDGE, model, info, scores, weights_dir=args.out_dir)
     result = {"benchmark": "train_scene_judge", "wall_seconds": round(wall, 1), "head_accuracy": heads,
-              "scene_accuracy": card["held_out_scene_accuracy"],
-              "augmented_scene_accuracy": card["held_out_augmented_scene_accuracy"], "sha256": card["sha256"]}
+              "scene_accuracy": scores["held_out_scene_accuracy"],
+              "augmented_scene_accuracy": scores["held_out_augmented_scene_accuracy"], "sha256": digest}
     print(json.dumps(result) if args.json else "\n".join(f"{k:<26} {v}" for k, v in result.items()))
     return result
 

@@ -44,6 +44,7 @@ from torch import nn
 
 from _cli import apply_common, benchmark_parser, emit, run_conditions
 from course_lib.models import UNet, count_parameters, digits_config
+from course_lib.optim import optimizer_step
 
 
 def diffusers_unet(width: int, image_size: int = 32, channels: int = 1) -> nn.Module:
@@ -96,9 +97,7 @@ def make_steps(model: nn.Module, x: torch.Tensor, t: torch.Tensor, device: torch
     def train_step() -> None:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             loss = (model(x, t).float() - x.float()).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
 
     def sample_step() -> None:
         with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):

@@ -1,4 +1,4 @@
-"""Training a GAN with the course's machinery: EMA, progress bar, atomic checkpoints, exact resume (chapter 09).
+"""Chapter 09's GAN as two players taking turns in the course's one training loop (:func:`course_lib.training.train`).
 
 One step, the hinge GAN (course_lib.models.gan):
 
@@ -6,43 +6,26 @@ One step, the hinge GAN (course_lib.models.gan):
     detective:  L_D = mean max(0, 1 − D(x)) + mean max(0, 1 + D(G(z)))     (one Adam step on D, lr_d)
     artist:     L_G = −mean D(G(z))                                         (one Adam step on G, lr_g)
 
-Two optimizers and two losses do not fit the one-objective loop of :mod:`course_lib.training`,
-so this loop is the second, smaller one; everything around the step is the same machinery:
-:func:`course_lib.training.ema_update` / ``ema_decay_at`` (sample from the EMA generator),
-:mod:`course_lib.checkpoints` (safetensors + JSON committed atomically, sha256-verified, every
-identity — models, config, data — checked on resume) and the same RNG bookkeeping, so a run killed
-at any moment resumes exactly: bit for bit on the CPU.
+:class:`HingeGAN` is that step as an objective with *turns*: it names each player's optimizer and yields the
+detective's loss, then — after the loop has stepped the detective — the artist's, scored by the updated
+detective. :class:`GANPair` holds both networks as one model, so everything around the step is the loop's
+own: the EMA (sample from the EMA generator), the progress bar, atomic sha256-verified checkpoints of both
+players and both optimizers, the NaN stop and exact resume (bit for bit on the CPU). :func:`train_gan` is the
+chapter's entry point with the GAN's own hyper-parameters (:class:`GANTrainConfig`).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import time
-from copy import deepcopy
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 from torch import nn
 
-from .checkpoints import (
-    check_same,
-    check_signature,
-    fingerprint,
-    has_checkpoint,
-    load_checkpoint,
-    model_signature,
-    optimizer_tensors,
-    restore_optimizer,
-    restore_rng,
-    rng_tensors,
-    save_checkpoint,
-    state_dict_into,
-)
-from .models.gan import hinge_d_loss, hinge_g_loss
-from .settings import check_bool, check_float, check_int, resolve_device
-from .training import TrainingDiverged, ema_decay_at, ema_update
+from .models.gan import Discriminator, GANConfig, Generator, hinge_d_loss, hinge_g_loss
+from .settings import check_float, check_int
+from .training import StepInfo, TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -50,7 +33,7 @@ class GANTrainConfig:
     """Hyper-parameters of :func:`train_gan`; all but ``checkpoint_every`` must match to resume.
 
     - ``lr_g`` / ``lr_d``: Adam learning rates of the artist and the detective (two time-scales:
-      the detective learns faster); ``beta1`` / ``beta2``: Adam's moment decays.
+      the detective learns faster), constant; ``beta1`` / ``beta2``: Adam's moment decays.
     - ``ema_decay``: the EMA generator's final decay (warm-up as in course_lib.training).
     """
 
@@ -74,6 +57,55 @@ class GANTrainConfig:
         check_float("ema_decay", self.ema_decay, min_value=0.0, max_value=1.0)
         check_int("checkpoint_every", self.checkpoint_every, min_value=0)
         check_int("seed", self.seed, min_value=0, max_value=2**63 - 1)
+
+    def loop_config(self) -> TrainConfig:
+        """The loop's :class:`TrainConfig`: these steps, batch, EMA, checkpoints and seed; a constant learning rate
+        (each player's own, from :class:`HingeGAN`), no weight decay, no clipping, no AMP."""
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr_g, warmup=0, weight_decay=0.0,
+                           grad_clip=None, ema_decay=self.ema_decay, checkpoint_every=self.checkpoint_every,
+                           seed=self.seed, amp=False, lr_schedule="constant")
+
+    def objective(self) -> "HingeGAN":
+        return HingeGAN(self.lr_g, self.lr_d, self.beta1, self.beta2)
+
+
+class GANPair(nn.Module):
+    """The artist and the detective as one model (``.generator``, ``.discriminator``): what the loop trains,
+    checkpoints and averages (the EMA of ``.generator`` is the one to sample from)."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module) -> None:
+        super().__init__()
+        self.generator, self.discriminator = generator, discriminator
+        self.config = getattr(generator, "config", None)
+        check_int("generator.config.latent_dim", getattr(self.config, "latent_dim", None), min_value=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+
+@dataclass(frozen=True)
+class HingeGAN:
+    """The hinge GAN's step as two turns (Lim & Ye 2017; Miyato et al. 2018, eq. 16): the detective, then the artist."""
+
+    lr_g: float
+    lr_d: float
+    beta1: float = 0.0
+    beta2: float = 0.9
+
+    def optimizers(self, model: GANPair, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        betas = (self.beta1, self.beta2)
+        return {"discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=self.lr_d, betas=betas),
+                "generator": torch.optim.Adam(model.generator.parameters(), lr=self.lr_g, betas=betas)}
+
+    def turns(self, model: GANPair, x0: torch.Tensor, cond: torch.Tensor | None,
+              generator: torch.Generator) -> Iterator[tuple[str, torch.Tensor]]:
+        z = torch.randn(x0.shape[0], model.config.latent_dim, generator=generator)  # (B, d), after the batch's indices
+        fake = model.generator(z.to(x0.device))
+        yield "discriminator", hinge_d_loss(model.discriminator(x0), model.discriminator(fake.detach()))
+        yield "generator", hinge_g_loss(model.discriminator(fake))  # scored by the detective the loop just stepped
+
+    def identity(self) -> dict[str, Any]:
+        return {"objective": "hinge-gan", "lr_g": self.lr_g, "lr_d": self.lr_d, "betas": [self.beta1, self.beta2]}
 
 
 class GANResult(NamedTuple):
@@ -109,7 +141,8 @@ def train_gan(
     progress: bool = True,
     callback: Callable[[GANStepInfo], None] | None = None,
 ) -> GANResult:
-    """Train ``generator`` (z → image, with ``config.latent_dim``) against ``discriminator`` on ``data`` (N, C, H, W).
+    """Train ``generator`` (z → image, with ``config.latent_dim``) against ``discriminator`` on ``data`` (N, C, H, W)
+    in the one training loop (:class:`HingeGAN` on a :class:`GANPair`).
 
     With a ``run_dir`` a checkpoint is committed every ``config.checkpoint_every`` steps and at the
     end; ``resume=True`` verifies and continues an existing one (a finished one trains nothing).
@@ -120,103 +153,22 @@ def train_gan(
             raise ValueError(f"{name} must be a torch.nn.Module, got {type(m).__name__}")
     if not isinstance(config, GANTrainConfig):
         raise ValueError(f"config must be a GANTrainConfig, got {type(config).__name__}")
-    check_bool("resume", resume)
-    check_bool("progress", progress)
     if not isinstance(data, torch.Tensor) or data.dim() != 4 or data.shape[0] < 1 or not data.is_floating_point():
         raise ValueError(f"data must be a float tensor of images (N, C, H, W), got {getattr(data, 'shape', type(data))}")
-    latent_dim = check_int("generator.config.latent_dim", getattr(getattr(generator, "config", None), "latent_dim", None),
-                           min_value=1)
-    dev = resolve_device(device)
-    identity = {"generator": model_signature(generator), "discriminator": model_signature(discriminator),
-                "train_config": asdict(config), "objective": {"objective": "hinge-gan"}, "data": fingerprint(data)}
+    pair = GANPair(generator, discriminator)
+    relay = None if callback is None else (lambda info: callback(_gan_step_info(info)))
+    result = train(pair, config.objective(), data, config.loop_config(), run_dir=run_dir, resume=resume, device=device,
+                   progress=progress, callback=relay)
+    return GANResult(result.model.generator, result.ema_model.generator, result.model.discriminator,
+                     [g for _, g in result.losses], [d for d, _ in result.losses], result.steps, result.seconds)
 
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)  # every draw of the loop: indices and codes
-    G, D = generator.to(dev).train(), discriminator.to(dev).train()
-    G_ema = deepcopy(G).eval().requires_grad_(False)
-    betas = (config.beta1, config.beta2)
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=betas)
-    g_losses: list[float] = []
-    d_losses: list[float] = []
-    start, seconds_before = 0, 0.0
-    if run_dir is not None and resume and has_checkpoint(run_dir):
-        tensors, state = load_checkpoint(run_dir)
-        check_signature(state["generator"], G)
-        check_signature(state["discriminator"], D)
-        check_same("training config", state["train_config"], identity["train_config"], ignore=("checkpoint_every",))
-        check_same("objective", state["objective"], identity["objective"])
-        check_same("data set", {"data": state["data"]}, {"data": identity["data"]})
-        state_dict_into(G, tensors, "gen.")
-        state_dict_into(D, tensors, "disc.")
-        state_dict_into(G_ema, tensors, "ema.")
-        restore_optimizer(opt_g, {k[2:]: v for k, v in tensors.items() if k.startswith("g.optim.")},
-                          state["optimizer_g"])
-        restore_optimizer(opt_d, {k[2:]: v for k, v in tensors.items() if k.startswith("d.optim.")},
-                          state["optimizer_d"])
-        restore_rng(gen, tensors, dev)
-        start, seconds_before = int(state["step"]), float(state["seconds"])
-        g_losses, d_losses = list(state["g_losses"]), list(state["d_losses"])
 
-    tic = time.perf_counter()
+def _gan_step_info(info: StepInfo) -> GANStepInfo:
+    d_loss, g_loss = info.loss
+    return GANStepInfo(info.step, g_loss, d_loss, info.model.generator, info.ema_model.generator)
 
-    def seconds() -> float:
-        return seconds_before + (time.perf_counter() - tic if start < config.steps else 0.0)
 
-    committed: dict[str, float] = {}
-
-    def commit(step: int) -> None:
-        committed["seconds"] = seconds()
-        g_t, g_groups = optimizer_tensors(opt_g)
-        d_t, d_groups = optimizer_tensors(opt_d)
-        tensors = {**{f"gen.{k}": v for k, v in G.state_dict().items()},
-                   **{f"disc.{k}": v for k, v in D.state_dict().items()},
-                   **{f"ema.{k}": v for k, v in G_ema.state_dict().items()},
-                   **{f"g.{k}": v for k, v in g_t.items()}, **{f"d.{k}": v for k, v in d_t.items()},
-                   **rng_tensors(gen, dev)}
-        save_checkpoint(run_dir, tensors, {**identity, "step": step, "seconds": committed["seconds"],
-                                           "g_losses": g_losses, "d_losses": d_losses,
-                                           "optimizer_g": g_groups, "optimizer_d": d_groups})
-
-    images = data.to(dev)
-    n, B = data.shape[0], config.batch_size
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=config.steps, initial=start, disable=not progress or start >= config.steps,
-               desc="training the GAN", dynamic_ncols=True)
-    try:
-        for step in range(start, config.steps):
-            idx = torch.randint(n, (B,), generator=gen)
-            z = torch.randn(B, latent_dim, generator=gen)
-            real = images[idx.to(dev)]
-            fake = G(z.to(dev))
-            d_loss = hinge_d_loss(D(real), D(fake.detach()))  # the detective's turn
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            g_loss = hinge_g_loss(D(fake))  # the artist's turn, against the updated detective
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            gv, dv = float(g_loss.detach()), float(d_loss.detach())
-            if not (math.isfinite(gv) and math.isfinite(dv)):
-                raise TrainingDiverged(f"the GAN losses became G {gv}, D {dv} at step {step + 1}; "
-                                       f"try lower lr_g/lr_d (now {config.lr_g:g}/{config.lr_d:g})")
-            ema_update(G_ema, G, ema_decay_at(step, config.ema_decay))
-            g_losses.append(gv)
-            d_losses.append(dv)
-            done = step + 1
-            if progress and (done % 10 == 0 or done == config.steps):
-                bar.set_postfix(G=f"{sum(g_losses[-50:]) / len(g_losses[-50:]):.3f}",
-                                D=f"{sum(d_losses[-50:]) / len(d_losses[-50:]):.3f}", refresh=False)
-            bar.update(1)
-            if callback is not None:
-                callback(GANStepInfo(done, gv, dv, G, G_ema))
-            if run_dir is not None and (done == config.steps or (config.checkpoint_every and done % config.checkpoint_every == 0)):
-                commit(done)
-    finally:
-        bar.close()
-    G.eval()
-    D.eval()
-    total = committed["seconds"] if run_dir is not None and start < config.steps else seconds()
-    return GANResult(G, G_ema, D, g_losses, d_losses, max(start, config.steps), total)
+def gan_pair(config: GANConfig) -> GANPair:
+    """A fresh artist and detective of ``config`` as one :class:`GANPair` (the generator built first)."""
+    generator = Generator(config)
+    return GANPair(generator, Discriminator(config))

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .checkpoints import atomic_save_tensors, atomic_write_text, has_checkpoint, load_checkpoint, read_state
+from .checkpoints import atomic_copy, atomic_write_text, has_checkpoint, read_state
 from .settings import check_float, check_int
 from .training import StepInfo, StopTraining
 
@@ -100,7 +100,5 @@ class KeepCheckpoint:
         state = read_state(self.run_dir)
         if int(state["step"]) != self.step:
             return
-        tensors, state = load_checkpoint(self.run_dir)  # sha256-verified
-        digest = atomic_save_tensors(self.keep_dir / state["weights"], tensors,
-                                     metadata={"format_version": str(state["format_version"])})
-        atomic_write_text(self.keep_dir / "checkpoint.json", json.dumps({**state, "sha256": digest}))
+        atomic_copy(self.run_dir / state["weights"], self.keep_dir / state["weights"], sha256=state["sha256"])
+        atomic_write_text(self.keep_dir / "checkpoint.json", json.dumps(state))

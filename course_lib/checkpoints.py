@@ -13,9 +13,9 @@ even ``kill -9`` — leaves the previous checkpoint readable. Loading verifies t
 reading a byte, and reads tensors with ``safetensors`` (plain data: loading never unpickles code,
 unlike ``torch.load`` on an untrusted file).
 
-This module is the one home of: the sha256-verified weight loader (:func:`load_tensors`, used by
-run checkpoints, :func:`load_weights` and the shipped networks through :func:`load_shipped`), the
-model-card reader (:func:`read_card`), the identity of a run (:func:`fingerprint`,
+This module is the one home of: the sha256-verified tensor reader (:func:`load_tensors`, used by
+run checkpoints, :func:`load_weights` and the registry's loader of shipped networks,
+:func:`course_lib.registry.load_shipped`), the model-card reader (:func:`read_card`), the identity of a run (:func:`fingerprint`,
 :func:`schedule_id`, :func:`check_identity`) and the resume bookkeeping of
 :func:`course_lib.training.train` (:func:`save_run`, :func:`resume_run`: weights, EMA, optimizer
 state and RNG states, so that a resumed run equals an uninterrupted one bit for bit on the CPU).
@@ -80,6 +80,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     _atomic_replace(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike, *, sha256: str) -> None:
+    """Copy the file ``src`` to ``dst`` atomically, after checking that its bytes have sha256 ``sha256``."""
+    actual = sha256_file(src)
+    if actual != sha256:
+        raise CheckpointError(f"{str(src)!r} is corrupted or was changed: its sha256 is {actual}, expected {sha256}")
+    data = Path(src).read_bytes()
+    _atomic_replace(Path(dst), lambda tmp: Path(tmp).write_bytes(data))
+
+
 def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                         metadata: dict[str, str] | None = None) -> str:
     """Save ``tensors`` as safetensors atomically; return the file's sha256."""
@@ -122,18 +131,6 @@ def read_card(card: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"model card {str(path)!r} is not valid JSON ({err})") from err
 
 
-def load_shipped(model: nn.Module, path: str | os.PathLike, card: str | os.PathLike, *, sha256: str | None = None,
-                 device: str | torch.device = "cpu", hint: str = "reinstall course_lib") -> nn.Module:
-    """A network shipped in ``course_lib/weights``: weights checked against ``sha256`` (default: the card's), frozen, eval.
-
-    Used by the digit classifier (FID features) and the attribute classifier; ``hint`` says how to
-    rebuild the file (its benchmarks/ script).
-    """
-    expected = read_card(card)["sha256"] if sha256 is None else sha256
-    model.load_state_dict(load_tensors(path, sha256=expected, hint=hint))
-    return model.eval().requires_grad_(False).to(device)
-
-
 # ----------------------------------------------------------------------------- identity of a run
 def fingerprint(t: torch.Tensor) -> dict[str, Any]:
     """Shape, dtype and sha256 of a tensor's bytes — to check that a resumed run sees the same data."""
@@ -157,11 +154,16 @@ def model_signature(model: nn.Module) -> dict[str, Any]:
     return {"class": type(model).__name__, "config": config}
 
 
+def differences(saved: dict[str, Any], current: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``"key: checkpoint A vs now B"`` for each key where ``saved`` and ``current`` differ."""
+    keys = sorted((set(saved) | set(current)) - set(ignore))
+    return [f"{k}: checkpoint {saved.get(k, '<missing>')!r} vs now {current.get(k, '<missing>')!r}"
+            for k in keys if saved.get(k) != current.get(k)]
+
+
 def check_same(kind: str, saved: dict[str, Any], current: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> None:
     """Raise CheckpointError listing each key where ``saved`` and ``current`` differ."""
-    keys = sorted((set(saved) | set(current)) - set(ignore))
-    diffs = [f"{k}: checkpoint {saved.get(k, '<missing>')!r} vs now {current.get(k, '<missing>')!r}"
-             for k in keys if saved.get(k) != current.get(k)]
+    diffs = differences(saved, current, ignore=ignore)
     if diffs:
         raise CheckpointError(
             f"the checkpoint was written for a different {kind}; differences: " + "; ".join(diffs)
@@ -240,11 +242,19 @@ def check_identity(state: dict[str, Any], identity: dict[str, Any], model: nn.Mo
     Checked in order: the model's signature, the training config (``checkpoint_every`` may differ),
     the noise schedule (diffusion) or the objective's identity (any other loss), then the data.
     """
+    missing = [k for k in ("model", "train_config", "data", "conditions") if k not in state]
+    if missing:
+        raise CheckpointError(f"the checkpoint was written by an older version of the course (it has no {missing}); "
+                              "use another run_dir, or resume=False (retrain=True) to train afresh")
     check_signature(state["model"], model)
-    check_same("training config", state["train_config"], identity["train_config"], ignore=("checkpoint_every",))
-    for key, kind in (("schedule", "noise schedule"), ("objective", "training objective")):
-        if key in state or key in identity:
-            check_same(kind, state.get(key) or {}, identity.get(key) or {})
+    kinds = [("training config", state["train_config"], identity["train_config"], ("checkpoint_every",))]
+    kinds += [(kind, state.get(key) or {}, identity.get(key) or {}, ()) for key, kind in
+              (("schedule", "noise schedule"), ("objective", "training objective")) if key in state or key in identity]
+    found = [(kind, d) for kind, saved, now, ignore in kinds if (d := differences(saved, now, ignore=ignore))]
+    if found:  # every difference of the recipe at once: the training config and the objective's own settings
+        raise CheckpointError(
+            f"the checkpoint was written for a different {' and '.join(k for k, _ in found)}; differences: "
+            + "; ".join("; ".join(d) for _, d in found) + ". Use another run_dir, or resume=False to overwrite it.")
     check_same("data set", {"data": state["data"], "conditions": state["conditions"]},
                {"data": identity["data"], "conditions": identity["conditions"]})
 
@@ -285,10 +295,41 @@ def restore_rng(gen: torch.Generator, tensors: dict[str, torch.Tensor], device: 
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
 
 
-def save_run(run_dir: str | os.PathLike, model: nn.Module, ema_model: nn.Module, opt: torch.optim.Optimizer,
+Optimizers = "torch.optim.Optimizer | dict[str, torch.optim.Optimizer]"
+
+
+def _optimizers_out(opts: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """One optimizer: ``optim.*`` tensors and its groups; several (a two-player game, chapter 09): ``<player>.optim.*``
+    tensors and ``{player: groups}``."""
+    if isinstance(opts, torch.optim.Optimizer):
+        return optimizer_tensors(opts)
+    tensors: dict[str, torch.Tensor] = {}
+    groups: dict[str, Any] = {}
+    for name, opt in opts.items():
+        t, groups[name] = optimizer_tensors(opt)
+        tensors.update({f"{name}.{k}": v for k, v in t.items()})
+    return tensors, groups
+
+
+def _optimizers_in(opts: Any, tensors: dict[str, torch.Tensor], groups: Any) -> None:
+    """Restore what :func:`_optimizers_out` wrote (CheckpointError when the run had other optimizers)."""
+    if isinstance(opts, torch.optim.Optimizer):
+        if not isinstance(groups, list):
+            raise CheckpointError(f"the checkpoint holds the optimizers {sorted(groups)}, but this run has one")
+        return restore_optimizer(opts, tensors, groups)
+    if not isinstance(groups, dict) or sorted(groups) != sorted(opts):
+        raise CheckpointError(f"the checkpoint's optimizers do not match this run's {sorted(opts)}")
+    for name, opt in opts.items():
+        mine = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(f"{name}.optim.")}
+        restore_optimizer(opt, mine, groups[name])
+
+
+def save_run(run_dir: str | os.PathLike, model: nn.Module, ema_model: nn.Module, opt: Optimizers,
              gen: torch.Generator, device: torch.device, state: dict[str, Any]) -> Path:
-    """Commit everything a run needs to resume exactly: weights, EMA, optimizer moments, RNG states and ``state``."""
-    opt_tensors, groups = optimizer_tensors(opt)
+    """Commit everything a run needs to resume exactly: weights, EMA, optimizer moments, RNG states and ``state``.
+
+    ``opt``: the run's optimizer, or ``{player: optimizer}`` when players take turns (chapter 09's GAN)."""
+    opt_tensors, groups = _optimizers_out(opt)
     tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
                **{f"ema.{k}": v for k, v in ema_model.state_dict().items()},
                **opt_tensors, **rng_tensors(gen, device)}
@@ -296,13 +337,13 @@ def save_run(run_dir: str | os.PathLike, model: nn.Module, ema_model: nn.Module,
 
 
 def resume_run(run_dir: str | os.PathLike, identity: dict[str, Any], model: nn.Module, ema_model: nn.Module,
-               opt: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+               opt: Optimizers, gen: torch.Generator, device: torch.device) -> dict[str, Any]:
     """Verify the checkpoint in ``run_dir`` against ``identity``, load it into the run's pieces, return its state."""
     tensors, state = load_checkpoint(run_dir)
     check_identity(state, identity, model)
     state_dict_into(model, tensors, "model.")
     state_dict_into(ema_model, tensors, "ema.")
-    restore_optimizer(opt, tensors, state["optimizer_param_groups"])
+    _optimizers_in(opt, tensors, state["optimizer_param_groups"])
     restore_rng(gen, tensors, device)
     return state
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence, get_ar
 
 import torch
 
+from .batches import sample_in_batches
 from .metrics import predicted_classes
 from .models.classifier import NUM_CLASSES
 from .settings import Profile, check_choice, check_float
@@ -175,10 +176,9 @@ def load_family(name: Family, profile: Profile = "auto", *, device: str | torch.
 def draw_in_batches(draw: Callable[[int, torch.Generator], torch.Tensor], n: int, *, seed: int = 0,
                     batch_size: int = RACE_BATCH) -> tuple[torch.Tensor, float]:
     """``(n pictures clamped to [−1, 1], seconds)``: ``draw`` called ``batch_size`` at a time from one seeded generator."""
-    g = torch.Generator().manual_seed(seed)
     tic = time.perf_counter()
-    out = [draw(min(batch_size, n - i), g).clamp(-1, 1) for i in range(0, n, batch_size)]
-    return torch.cat(out), time.perf_counter() - tic
+    images = sample_in_batches(lambda b: draw(b.size, b.generator), n, batch_size=batch_size, seed=seed)  # one generator
+    return images, time.perf_counter() - tic
 
 
 def score_family(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0) -> dict[str, Any]:

@@ -9,16 +9,16 @@
         -m course_lib.train prompt --profile gpu                           # 2 machines × 8 GPUs
 
 ``MODEL`` is one of :data:`MODELS` (``python -m course_lib.train --help`` lists them). Each is the
-recipe of :mod:`course_lib.pretrained`, unchanged: the command trains exactly what a chapter
-would train, into the run directory the chapter reads (``settings.runs_dir()``, or ``--run-dir``),
-so the chapter afterwards loads the verified checkpoint in a second. (``digits-cond`` and chapter
-12's ``flow`` and ``reflow`` ship trained for the ``cpu`` profile, :mod:`course_lib.shipped`: there the
-command loads them, and ``--retrain`` or ``--run-dir`` trains them into the run directory instead.) ``--steps N`` stops after the
+record of :mod:`course_lib.pretrained`, unchanged (obtained through :func:`course_lib.registry.obtain`): the
+command trains exactly what a chapter would train, into the run directory the chapter reads
+(``settings.runs_dir()``, or ``--run-dir``), so the chapter afterwards loads the verified checkpoint in a
+second. (``digits-cond`` and chapter 12's ``flow`` and ``reflow`` ship trained for the ``cpu`` profile: there
+the command loads them, and ``--retrain`` or ``--run-dir`` trains them into the run directory instead.) ``--steps N`` stops after the
 first N steps of the recipe and leaves a checkpoint there; the next call (or the chapter) resumes
 it. Under ``torchrun`` the global batch is split across the processes (DDP, ``gloo`` on CPUs,
 ``nccl`` on GPUs), only rank 0 writes checkpoints, and a run resumes exactly from a checkpoint
 written at any world size (see :mod:`course_lib.distributed`). The GAN and the VAE of chapter 09
-train on one process only (:data:`SINGLE_PROCESS`), and the GAN always in full (:data:`NO_LIMITS`).
+train on one process only (:data:`SINGLE_PROCESS`).
 """
 
 from __future__ import annotations
@@ -60,14 +60,12 @@ MODELS: dict[str, Callable[..., Any]] = {
 }
 
 #: models that cannot train data-parallel, with the reason: refused under torchrun with several processes.
-#: The GAN has its own loop (course_lib.adversarial.train_gan); the VAE's loss calls encode/decode,
-#: which the DDP wrapper does not forward.
+#: The GAN's players take turns with two optimizers (course_lib.adversarial.HingeGAN); the VAE's loss calls
+#: encode/decode, which the DDP wrapper does not forward.
 SINGLE_PROCESS: dict[str, str] = {
-    "gan": "the GAN trains in its own loop (course_lib.adversarial.train_gan), on one process",
+    "gan": "the GAN's two players take turns with their own optimizers, which the loop runs on one process",
     "vae": "the VAE's loss calls its encoder and decoder directly, past the DDP wrapper",
 }
-#: models whose loop ignores --steps, --checkpoint-every and --compile (course_lib.training.limits): they train in full.
-NO_LIMITS: frozenset[str] = frozenset({"gan"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint_every is not None:
         check_int("checkpoint_every", args.checkpoint_every, min_value=0)
 
-    if args.model in NO_LIMITS and (args.steps is not None or args.checkpoint_every is not None or args.compile):
-        ap.error(f"{args.model} trains in its own loop: --steps, --checkpoint-every and --compile do not apply to it")
     if args.model in SINGLE_PROCESS and distributed.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
         ap.error(f"{args.model} cannot train data-parallel ({SINGLE_PROCESS[args.model]}); run it without torchrun")
 

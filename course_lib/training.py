@@ -45,7 +45,7 @@ import math
 import os
 import time
 from copy import deepcopy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
@@ -53,59 +53,13 @@ from torch import nn
 
 from . import distributed
 from .checkpoints import fingerprint, has_checkpoint, model_signature, read_state, resume_run, save_run, schedule_id
-from .forward import PREDICTION_TYPES, PredictionType
 from .objectives import DiffusionObjective, NoisyClassifierObjective, Objective, to_device
 from .schedules import NoiseSchedule
-from .settings import check_bool, check_choice, check_float, check_int, resolve_device
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of :func:`train`. All but ``checkpoint_every`` must match to resume a run.
-
-    - ``steps``: optimizer steps; ``batch_size``: examples per step (drawn with replacement).
-    - ``lr``: peak learning rate, reached after ``warmup`` steps, then cosine decay to 0.
-    - ``weight_decay``: AdamW's decoupled decay; ``grad_clip``: max gradient norm (None = off).
-    - ``ema_decay``: the EMA's final decay (with warm-up, see the module docstring).
-    - ``prediction_type``: "epsilon" | "sample" | "v_prediction"; ``min_snr_gamma``: γ or None.
-    - ``cond_drop_prob``: chance of replacing a condition by "none" (classifier-free guidance).
-      These three shape the diffusion loss only; another objective needs them at their defaults.
-    - ``checkpoint_every``: steps between checkpoints (0 = only at the end; needs a run_dir).
-    - ``seed``: seeds the model's dropout and every random draw of the loop.
-    - ``amp``: bf16 autocast when training on a CUDA GPU that supports bf16 (float32 elsewhere).
-    """
-
-    steps: int = 1000
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
-    prediction_type: PredictionType = "epsilon"
-    min_snr_gamma: float | None = None
-    cond_drop_prob: float = 0.0
-    checkpoint_every: int = 500
-    seed: int = 0
-    amp: bool = True
-
-    def __post_init__(self) -> None:
-        check_int("steps", self.steps, min_value=1)
-        check_int("batch_size", self.batch_size, min_value=1)
-        check_float("lr", self.lr, min_value=0.0, max_value=1.0)
-        check_int("warmup", self.warmup, min_value=0)
-        check_float("weight_decay", self.weight_decay, min_value=0.0)
-        if self.grad_clip is not None:
-            check_float("grad_clip", self.grad_clip, min_value=0.0)
-        check_float("ema_decay", self.ema_decay, min_value=0.0, max_value=1.0)
-        check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
-        if self.min_snr_gamma is not None:
-            check_float("min_snr_gamma", self.min_snr_gamma, min_value=1e-6)
-        check_float("cond_drop_prob", self.cond_drop_prob, min_value=0.0, max_value=1.0)
-        check_int("checkpoint_every", self.checkpoint_every, min_value=0)
-        check_int("seed", self.seed, min_value=0, max_value=2**63 - 1)
-        check_bool("amp", self.amp)
-
+from .optim import (
+    LATER_FIELDS, LR_SCHEDULES, LRSchedule, TrainConfig, config_identity, ema_decay_at, ema_update, lr_at,
+    noisy_classifier_config, optimizer_step,
+)
+from .settings import check_bool, check_int, resolve_device
 
 class TrainResult(NamedTuple):
     """What :func:`train` returns: the trained model, its EMA copy (sample from this one), the
@@ -137,29 +91,6 @@ class StopTraining(Exception):
 
 
 # ----------------------------------------------------------------------------- small pure pieces
-def lr_at(step: int, config: TrainConfig) -> float:
-    """Learning rate for step ``step`` (0-based): linear warm-up, then cosine decay to 0."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def ema_decay_at(num_updates: int, decay: float) -> float:
-    """EMA decay after ``num_updates`` updates: min(decay, (1 + n)/(10 + n)) — small at first, then ``decay``."""
-    return min(decay, (1.0 + num_updates) / (10.0 + num_updates))
-
-
-@torch.no_grad()
-def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
-    """θ_ema ← decay·θ_ema + (1 − decay)·θ for every parameter; buffers are copied."""
-    ema_params = [p for p in ema_model.parameters()]
-    params = [p.detach() for p in model.parameters()]
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-    for b_ema, b in zip(ema_model.buffers(), model.buffers()):
-        b_ema.copy_(b)
-
-
 def _split_data(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(data, torch.Tensor):
         return data, None
@@ -181,40 +112,67 @@ def _native_bf16() -> bool:
 
 
 
-# ----------------------------------------------------------------------------- one step, then the loop
-def train_step(model: nn.Module, ema_model: nn.Module, opt: torch.optim.Optimizer, objective: Objective,
-               x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator, *, step: int,
-               config: TrainConfig, use_amp: bool = False, net: nn.Module | None = None,
-               read_loss: bool = True, part: slice | None = None) -> tuple[Any, float]:
-    """One optimizer step on the batch ``x0`` (+ ``cond``): loss, backward, clip, AdamW, EMA. Returns (loss, lr).
+# ----------------------------------------------------------------------------- one step
+# ----------------------------------------------------------------------------- one step
+def _turns(objective: Any, net: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator,
+           config: TrainConfig, part: slice | None) -> Iterator[tuple[str, torch.Tensor]]:
+    """The losses of one step, each with the optimizer that minimises it: one turn (``"model"``) for an objective
+    with ``loss``; the players' turns, in order, for one with ``turns`` (chapter 09's GAN)."""
+    if hasattr(objective, "turns"):
+        yield from objective.turns(net, x0, cond, generator)
+    elif part is None:
+        yield "model", objective.loss(net, x0, cond, generator)
+    else:
+        yield "model", objective.loss(net, x0, cond, generator, batch_size=config.batch_size, part=part)
 
-    ``step`` is 0-based; it sets the learning rate (:func:`lr_at`) and the EMA's warm-up
-    (:func:`ema_decay_at`). The objective draws its own randomness (t, ε, …) from ``generator``.
-    A NaN or infinite loss raises :class:`TrainingDiverged` before the weights are touched.
-    :func:`train` passes ``net`` (the model wrapped for DDP or compiled, called for the loss),
-    ``part`` (this rank's slice of the global batch ``config.batch_size``) and ``read_loss=False``:
-    the loss is then returned as a device tensor, unchecked, so the step never waits for the GPU.
+
+def train_step(model: nn.Module, ema_model: nn.Module, opt: torch.optim.Optimizer | dict[str, torch.optim.Optimizer],
+               objective: Any, x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator, *, step: int,
+               config: TrainConfig, use_amp: bool = False) -> tuple[Any, float]:
+    """One optimizer step on the batch ``x0`` (+ ``cond``), the step :func:`train` repeats (chapter 04 takes one by
+    hand): the loss (each player's, for an objective with turns), :func:`optimizer_step`, then the EMA.
+
+    ``opt``: ``model``'s optimizer (or ``{player: optimizer}``); ``objective``: a
+    :class:`~course_lib.objectives.DiffusionObjective` or any objective; ``step`` is 0-based and sets the
+    learning rate (:func:`lr_at`) and the EMA's warm-up. Returns ``(loss, lr)``; a NaN or infinite loss raises
+    :class:`TrainingDiverged` before the weights are touched.
     """
+    opts = dict(opt) if isinstance(opt, dict) else {"model": opt}
+    peaks = ({"model": [config.lr] * len(opts["model"].param_groups)} if not isinstance(opt, dict)  # config.lr, as train's
+             else {name: [g["lr"] for g in o.param_groups] for name, o in opts.items()})  # the players' own rates
+    run = _Run(model, ema_model, model, objective, opts, peaks, config, generator, x0.device, False, use_amp)
+    return _step(run, x0, cond, generator, step=step)
+
+
+def _step(run: "_Run", x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator, *, step: int,
+          read_loss: bool = True, part: slice | None = None) -> tuple[Any, float]:
+    """One step on the batch ``x0`` (+ ``cond``): each turn's loss, then its :func:`optimizer_step`; then the EMA.
+
+    ``step`` is 0-based; it sets the learning rates (:func:`lr_at`, each optimizer group at its own peak) and
+    the EMA's warm-up (:func:`ema_decay_at`). The objective draws its own randomness from ``generator``.
+    ``part``: this rank's slice of the global batch. Returns ``(loss, lr)``: the loss a device tensor (one
+    value per turn when there are several) unless ``read_loss``, which reads it and raises
+    :class:`TrainingDiverged` on a NaN before the weights are touched (one turn).
+    """
+    config = run.config
     lr = lr_at(step, config)
-    for group in opt.param_groups:
-        group["lr"] = lr
-    with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=use_amp):
-        if part is None:
-            loss = objective.loss(net or model, x0, cond, generator)
-        else:
-            loss = objective.loss(net or model, x0, cond, generator, batch_size=config.batch_size, part=part)
-    value: Any = loss.detach()
-    if read_loss:
-        value = float(value)
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"the loss became {value} at step {step + 1}")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.grad_clip is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    opt.step()
-    ema_update(ema_model, model, ema_decay_at(step, config.ema_decay))
-    return value, lr
+    for name, opt in run.opts.items():
+        for group, peak in zip(opt.param_groups, run.peaks[name]):
+            group["lr"] = lr_at(step, config, peak)
+    values, turns = [], _turns(run.objective, run.net, x0, cond, generator, config, part)
+    while True:
+        with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=run.use_amp):  # the forward only
+            turn = next(turns, None)
+        if turn is None:
+            break
+        name, loss = turn
+        if read_loss and not math.isfinite(float(loss.detach())):
+            raise TrainingDiverged(f"the {name} loss became {float(loss.detach())} at step {step + 1}")
+        values.append(loss.detach())
+        optimizer_step(run.opts[name], loss, config.grad_clip)
+    ema_update(run.ema_model, run.model, ema_decay_at(step, config.ema_decay))
+    value: Any = values[0] if len(values) == 1 else torch.stack(values)
+    return (value.tolist() if value.dim() else float(value)) if read_loss else value, lr
 
 
 Callback = Callable[[StepInfo], None]
@@ -223,9 +181,11 @@ Callback = Callable[[StepInfo], None]
 def _check_objective(objective: Any, config: TrainConfig, model: nn.Module, conds: torch.Tensor | None) -> None:
     """The diffusion objective checks conditions against the model; others need the diffusion-only fields at default."""
     if not isinstance(objective, NoiseSchedule):
-        if not (callable(getattr(objective, "loss", None)) and callable(getattr(objective, "identity", None))):
+        trains = callable(getattr(objective, "loss", None)) or callable(getattr(objective, "turns", None))
+        if not (trains and callable(getattr(objective, "identity", None))):
             raise ValueError("objective must be a NoiseSchedule (course_lib.schedules.make_schedule) or an object with "
-                             f"loss(model, x0, cond, generator) and identity(), got {type(objective).__name__}")
+                             "loss(model, x0, cond, generator) (or turns(...) and optimizers(...)) and identity(), "
+                             f"got {type(objective).__name__}")
         if (config.prediction_type, config.min_snr_gamma, config.cond_drop_prob) != ("epsilon", None, 0.0):
             raise ValueError("prediction_type, min_snr_gamma and cond_drop_prob shape the diffusion loss only; "
                              f"leave them at their defaults with a {type(objective).__name__}")
@@ -259,18 +219,132 @@ _LIMITS: contextvars.ContextVar[Limits] = contextvars.ContextVar("course_lib_tra
 def limits(*, until: int | None = None, checkpoint_every: int | None = None, compile: bool = False) -> Iterator[Limits]:
     """Within the block, every :func:`train` stops after ``until`` steps of its recipe, checkpoints every
     ``checkpoint_every`` steps and (``compile=True``) compiles its model. The recipes themselves, and so
-    the runs' identities, stay the same: a chapter later resumes or loads the run."""
+    the runs' identities, stay the same: a chapter later resumes or loads the run. Nested blocks keep the
+    smaller ``until``."""
     if until is not None:
         check_int("until", until, min_value=1)
     if checkpoint_every is not None:
         check_int("checkpoint_every", checkpoint_every, min_value=0)
-    token = _LIMITS.set(Limits(until, checkpoint_every, bool(compile)))
+    outer = _LIMITS.get()
+    until = outer.until if until is None else until if outer.until is None else min(until, outer.until)
+    every = outer.checkpoint_every if checkpoint_every is None else checkpoint_every
+    token = _LIMITS.set(Limits(until, every, bool(compile) or outer.compile))
     try:
         yield _LIMITS.get()
     finally:
         _LIMITS.reset(token)
 
 
+# ----------------------------------------------------------------------------- setting a run up
+def run_identity(model: nn.Module, objective: Any, images: torch.Tensor, conds: torch.Tensor | None,
+                 config: TrainConfig) -> dict[str, Any]:
+    """Everything a run depends on, checked on resume: the model's signature, the recipe, the schedule or the
+    objective's identity, and the data's fingerprints."""
+    return {"model": model_signature(model), "train_config": config_identity(config),
+            **({"schedule": schedule_id(objective)} if isinstance(objective, NoiseSchedule) else {"objective": objective.identity()}),
+            "data": fingerprint(images), "conditions": fingerprint(conds) if conds is not None else None}
+
+
+def _optimizers(objective: Any, model: nn.Module, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    """``{"model": AdamW}`` (config's lr and weight decay), or the players' optimizers of an objective with turns."""
+    if hasattr(objective, "optimizers"):
+        return dict(objective.optimizers(model, config))
+    return {"model": torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)}
+
+
+@dataclass
+class _Run:
+    """The pieces of one training run that every step touches."""
+
+    model: nn.Module
+    ema_model: nn.Module
+    net: nn.Module  # what the steps call for the loss: the model, wrapped for DDP and/or compiled
+    objective: Any
+    opts: dict[str, torch.optim.Optimizer]
+    peaks: dict[str, list[float]]  # each optimizer group's peak learning rate
+    config: TrainConfig
+    gen: torch.Generator
+    dev: torch.device
+    channels_last: bool
+    use_amp: bool  # bf16 autocast of the forward passes
+
+    def saved_opts(self) -> Any:
+        """What a checkpoint stores: the one optimizer (the format of every run so far), else the players'."""
+        return self.opts["model"] if list(self.opts) == ["model"] else self.opts
+
+
+def _setup(model: nn.Module, objective: Any, images: torch.Tensor, config: TrainConfig, dev: torch.device,
+           where: Any, compile: bool, channels_last: bool | None) -> _Run:
+    """Seed, move the model, copy the EMA, build the optimizers and wrap the network for DDP / compile."""
+    if isinstance(objective, NoiseSchedule):
+        objective = DiffusionObjective(objective.to(dev), config.prediction_type, config.min_snr_gamma, config.cond_drop_prob)
+    elif where.active and hasattr(objective, "turns"):
+        raise ValueError(f"{type(objective).__name__} takes turns with several optimizers; it trains on one process only")
+    torch.manual_seed(config.seed)  # dropout draws
+    gen = torch.Generator().manual_seed(config.seed)  # every draw of the loop: indices, then the objective's
+    cl = (dev.type == "cuda") if channels_last is None else check_bool("channels_last", channels_last)
+    cl = cl and images.dim() == 4
+    model = model.to(dev).train()
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    ema_model = deepcopy(model).eval().requires_grad_(False)
+    opts = _optimizers(objective, model, config)
+    net: nn.Module = model
+    if where.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if compile:
+        net = torch.compile(net)
+    peaks = {name: [g["lr"] for g in opt.param_groups] for name, opt in opts.items()}
+    use_amp = config.amp and dev.type == "cuda" and _native_bf16()
+    return _Run(model, ema_model, net, objective, opts, peaks, config, gen, dev, cl, use_amp)
+
+
+def _resumed(run: _Run, run_dir: Any, resume: bool, identity: dict[str, Any]) -> tuple[int, float, list]:
+    """``(step, seconds, losses)`` of the verified checkpoint in ``run_dir`` loaded into ``run``, or a fresh start."""
+    if run_dir is None or not resume or not has_checkpoint(run_dir):
+        return 0, 0.0, []
+    state = resume_run(run_dir, identity, run.model, run.ema_model, run.saved_opts(), run.gen, run.dev)
+    return int(state["step"]), float(state["seconds"]), list(state["losses"])
+
+
+def _check_losses(values: list, first: int, run_dir: Any, config: TrainConfig) -> None:
+    """Raise :class:`TrainingDiverged` at the first NaN/inf among the steps ``first``, ``first + 1``, …"""
+    for i, value in enumerate(values):
+        if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            where_ckpt = (f"the last good checkpoint (step {read_state(run_dir)['step']}) in {str(run_dir)!r} is intact"
+                          if run_dir is not None and has_checkpoint(run_dir) else "no checkpoint was written")
+            raise TrainingDiverged(f"the loss became {value} at step {first + i}; training stopped and {where_ckpt}. "
+                                   f"Try a lower lr (now {config.lr:g}), grad_clip, or check the data for NaNs.")
+
+
+def _postfix(losses: list, lr: float) -> dict[str, str]:
+    """The progress bar's mean loss over the last 50 steps (one per turn when players take turns)."""
+    recent = losses[-50:]
+    if recent and isinstance(recent[0], list):
+        means = [sum(v[i] for v in recent) / len(recent) for i in range(len(recent[0]))]
+        return {"losses": "/".join(f"{m:.3f}" for m in means), "lr": f"{lr:.2e}"}
+    return {"loss": f"{sum(recent) / len(recent):.4f}", "lr": f"{lr:.2e}"}
+
+
+def _check_train_args(model: Any, config: Any, resume: Any, progress: Any, log_every: Any, data: Any,
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every argument of :func:`train` checked once, before anything runs; returns ``(examples, conditions)``."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_bool("resume", resume)
+    check_bool("progress", progress)
+    check_int("log_every", log_every, min_value=1)
+    images, conds = _split_data(data)
+    if images.shape[0] < 1 or not images.dtype.is_floating_point:
+        raise ValueError(f"data must hold at least one floating-point example, got shape {tuple(images.shape)} {images.dtype}")
+    return images, conds
+
+
+# ----------------------------------------------------------------------------- the loop
 def train(
     model: nn.Module,
     objective: NoiseSchedule | Objective,
@@ -286,10 +360,11 @@ def train(
     compile: bool | None = None,
     channels_last: bool | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``data`` with ``config``: :func:`train_step` ``config.steps`` times, with checkpoints.
+    """Train ``model`` on ``data`` with ``config``: the step of :func:`train_step` ``config.steps`` times, with checkpoints.
 
     ``objective``: a NoiseSchedule trains a denoiser ``model(x_t, t, cond=None)`` with the diffusion
-    loss (:class:`DiffusionObjective`); any :class:`Objective` trains with its loss instead.
+    loss (:class:`DiffusionObjective`); any :class:`Objective` trains with its loss instead, and one
+    with ``turns``/``optimizers`` lets players take turns (chapter 09's GAN, :mod:`course_lib.adversarial`).
     ``data``: a tensor (N, …) of examples in the model's range, or a pair (examples, conditions)
     with conditions as class labels (N,) or vectors (N, D). With a ``run_dir`` a checkpoint is
     committed every ``config.checkpoint_every`` steps and at the end; with ``resume=True`` an
@@ -306,121 +381,62 @@ def train(
     ``torchrun`` (course_lib.distributed) the run is data-parallel: ``config.batch_size`` is the
     global batch, split evenly across the processes; only rank 0 writes checkpoints.
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
-    check_bool("resume", resume)
-    check_bool("progress", progress)
-    check_int("log_every", log_every, min_value=1)
+    images, conds = _check_train_args(model, config, resume, progress, log_every, data)
     lim = _LIMITS.get()
     compile = lim.compile if compile is None else check_bool("compile", compile)
     every = config.checkpoint_every if lim.checkpoint_every is None else lim.checkpoint_every
     stop = config.steps if lim.until is None else min(config.steps, lim.until)
-    where = distributed.info()
-    part = distributed.local_slice(config.batch_size, where)  # this rank's share of the global batch
-    images, conds = _split_data(data)
-    if images.shape[0] < 1 or not images.dtype.is_floating_point:
-        raise ValueError(f"data must hold at least one floating-point example, got shape {tuple(images.shape)} {images.dtype}")
     _check_objective(objective, config, model, conds)
     callbacks = [] if callback is None else list(callback) if isinstance(callback, (list, tuple)) else [callback]
-    dev = resolve_device(device)
-    identity = {  # everything the run depends on, checked on resume
-        "model": model_signature(model), "train_config": asdict(config),
-        **({"schedule": schedule_id(objective)} if isinstance(objective, NoiseSchedule) else {"objective": objective.identity()}),
-        "data": fingerprint(images), "conditions": fingerprint(conds) if conds is not None else None,
-    }
-    if isinstance(objective, NoiseSchedule):
-        objective = DiffusionObjective(objective.to(dev), config.prediction_type, config.min_snr_gamma, config.cond_drop_prob)
-
-    torch.manual_seed(config.seed)  # dropout draws
-    gen = torch.Generator().manual_seed(config.seed)  # every draw of the loop: indices, then the objective's
-    cl = (dev.type == "cuda") if channels_last is None else check_bool("channels_last", channels_last)
-    cl = cl and images.dim() == 4
-    model = model.to(dev).train()
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    ema_model = deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    losses: list[float] = []
-    start, seconds_before = 0, 0.0
-    if run_dir is not None and resume and has_checkpoint(run_dir):
-        state = resume_run(run_dir, identity, model, ema_model, opt, gen, dev)
-        start, seconds_before, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
-
-    net: nn.Module = model  # what the steps call for the loss: wrapped for DDP and/or compiled
-    if where.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if compile:
-        net = torch.compile(net)
+    dev, where = resolve_device(device), distributed.info()
+    part = distributed.local_slice(config.batch_size, where)  # this rank's share of the global batch
+    identity = run_identity(model, objective, images, conds, config)
+    run = _setup(model, objective, images, config, dev, where, compile, channels_last)
+    start, seconds_before, losses = _resumed(run, run_dir, resume, identity)
     # objectives that can draw for the global batch get this rank's part; others get a private stream per rank
-    global_draws = not where.active or isinstance(objective, (DiffusionObjective, NoisyClassifierObjective))
-
-    images_dev = images.to(dev)
-    if cl:
-        images_dev = images_dev.contiguous(memory_format=torch.channels_last)
+    global_draws = not where.active or isinstance(run.objective, (DiffusionObjective, NoisyClassifierObjective))
+    images_dev = images.to(dev).contiguous(memory_format=torch.channels_last) if run.channels_last else images.to(dev)
     conds_dev = conds.to(dev) if conds is not None else None
-    use_amp = config.amp and dev.type == "cuda" and _native_bf16()
-    tic, done = time.perf_counter(), start
-    pending: list[torch.Tensor] = []  # this rank's losses of the last steps, still on the device
+    tic, done, pending = time.perf_counter(), start, []  # pending: this rank's losses of the last steps, on the device
 
     def seconds() -> float:  # training time over all sessions of this run
         return seconds_before + (time.perf_counter() - tic if start < stop else 0.0)
 
-    def read_losses() -> None:
-        """The pending losses to the host: one sync and one all-reduce for many steps; stop on a NaN."""
-        if not pending:
-            return
-        values = distributed.all_mean(torch.stack(pending).float()).tolist()  # the global batch's mean loss
-        first = len(losses) + 1
-        pending.clear()
-        for i, value in enumerate(values):
-            if not math.isfinite(value):
-                where_ckpt = (f"the last good checkpoint (step {read_state(run_dir)['step']}) in {str(run_dir)!r} is intact"
-                              if run_dir is not None and has_checkpoint(run_dir) else "no checkpoint was written")
-                raise TrainingDiverged(f"the loss became {value} at step {first + i}; training stopped and {where_ckpt}. "
-                                       f"Try a lower lr (now {config.lr:g}), grad_clip, or check the data for NaNs.")
-        losses.extend(values)
+    def read_losses() -> None:  # the pending losses to the host: one sync and one all-reduce for many steps
+        if pending:
+            values = distributed.all_mean(torch.stack(pending).float()).tolist()  # the global batch's mean loss
+            _check_losses(values, len(losses) + 1, run_dir, config)
+            losses.extend(values)
+            pending.clear()
 
     def commit() -> float:
         read_losses()
         now = seconds()  # what the checkpoint says is what train() returns
         if where.is_main:  # one writer; the others wait until the checkpoint is in place
-            save_run(run_dir, model, ema_model, opt, gen, dev, {**identity, "step": done, "seconds": now, "losses": losses})
+            save_run(run_dir, run.model, run.ema_model, run.saved_opts(), run.gen, dev,
+                     {**identity, "step": done, "seconds": now, "losses": losses})
         distributed.barrier()
         return now
 
     from tqdm.auto import tqdm
 
-    read_every = 1 if callbacks else log_every
-    bar = tqdm(total=stop, initial=min(start, stop), disable=not progress or start >= stop,
-               desc="training", dynamic_ncols=True)
-    total = None
+    read_every, total = (1 if callbacks else log_every), None
+    bar = tqdm(total=stop, initial=min(start, stop), disable=not progress or start >= stop, desc="training", dynamic_ncols=True)
     try:
         for step in range(start, stop):
-            if where.active:  # a private stream per rank and step (dropout), derived from the seed
-                torch.manual_seed(distributed.rank_seed(config.seed, where.rank, step))
-            idx = to_device(torch.randint(images.shape[0], (config.batch_size,), generator=gen)[part], dev)
-            x0, cond = images_dev[idx], conds_dev[idx] if conds_dev is not None else None
-            if cl:
-                x0 = x0.contiguous(memory_format=torch.channels_last)
-            draws = gen if global_draws else torch.Generator().manual_seed(
-                distributed.rank_seed(config.seed, where.rank, step))
-            loss, lr = train_step(model, ema_model, opt, objective, x0, cond, draws, step=step, config=config,
-                                  use_amp=use_amp, net=net, read_loss=False,
+            x0, cond, draws = _draw_batch(run, images_dev, conds_dev, step, part, where, global_draws)
+            loss, lr = _step(run, x0, cond, draws, step=step, read_loss=False,
                                   part=part if where.active and global_draws else None)
             pending.append(loss)
             done = step + 1
             if done % read_every == 0 or done == stop:
                 read_losses()
                 if progress:
-                    bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", lr=f"{lr:.2e}", refresh=False)
+                    bar.set_postfix(_postfix(losses, lr), refresh=False)
             bar.update(1)
             try:
                 for cb in callbacks:
-                    cb(StepInfo(done, losses[-1], lr, model, ema_model))
+                    cb(StepInfo(done, losses[-1], lr, run.model, run.ema_model))
             except StopTraining:
                 total = commit() if run_dir is not None else None
                 break
@@ -429,23 +445,30 @@ def train(
         read_losses()
     finally:
         bar.close()
-    model.eval()
-    if isinstance(objective, DiffusionObjective):  # a trained denoiser says what it predicts (forward.prediction_type_of)
-        for m in (model, ema_model):
-            m.prediction_type = config.prediction_type
-    if total is None or start >= stop:
-        total = seconds()
-    return TrainResult(model, ema_model, losses, max(start, done), total)
+    return _finish(run, losses, max(start, done), seconds() if total is None or start >= stop else total)
 
 
-def noisy_classifier_config(**changes: Any) -> TrainConfig:
-    """A :class:`TrainConfig` for the noisy classifier: AdamW with weight decay 0.01, lr 2e-3, no clipping, no AMP.
+def _draw_batch(run: _Run, images_dev: torch.Tensor, conds_dev: torch.Tensor | None, step: int, part: slice,
+                where: Any, global_draws: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Generator]:
+    """Step ``step``'s batch (this rank's part of the global one) and the generator the objective draws from."""
+    config = run.config
+    if where.active:  # a private stream per rank and step (dropout), derived from the seed
+        torch.manual_seed(distributed.rank_seed(config.seed, where.rank, step))
+    idx = to_device(torch.randint(images_dev.shape[0], (config.batch_size,), generator=run.gen)[part], run.dev)
+    x0, cond = images_dev[idx], conds_dev[idx] if conds_dev is not None else None
+    if run.channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    draws = run.gen if global_draws else torch.Generator().manual_seed(distributed.rank_seed(config.seed, where.rank, step))
+    return x0, cond, draws
 
-    Defaults (changed by keyword): 600 steps of 128, warm-up 50, one checkpoint at the end.
-    """
-    base = dict(steps=600, batch_size=128, lr=2e-3, warmup=50, weight_decay=0.01, grad_clip=None, amp=False,
-                checkpoint_every=0)
-    return TrainConfig(**{**base, **changes})
+
+def _finish(run: _Run, losses: list, steps: int, seconds: float) -> TrainResult:
+    """The trained model in eval mode; a trained denoiser says what it predicts (forward.prediction_type_of)."""
+    run.model.eval()
+    if isinstance(run.objective, DiffusionObjective):
+        for m in (run.model, run.ema_model):
+            m.prediction_type = run.config.prediction_type
+    return TrainResult(run.model, run.ema_model, losses, steps, seconds)
 
 
 def train_noisy_classifier(classifier: nn.Module, schedule: NoiseSchedule, images: torch.Tensor, labels: torch.Tensor,
@@ -456,3 +479,10 @@ def train_noisy_classifier(classifier: nn.Module, schedule: NoiseSchedule, image
         raise ValueError(f"labels must be integer class labels of shape ({images.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
     return train(classifier, NoisyClassifierObjective(schedule), (images, labels), config, device=device,
                  progress=progress).losses
+
+
+__all__ = [
+    "LATER_FIELDS", "LR_SCHEDULES", "LRSchedule", "Limits", "StepInfo", "StopTraining", "TrainConfig", "TrainResult",
+    "TrainingDiverged", "config_identity", "ema_decay_at", "ema_update", "limits", "lr_at", "noisy_classifier_config",
+    "optimizer_step", "run_identity", "train", "train_noisy_classifier", "train_step",
+]

@@ -226,16 +226,18 @@ def test_data_must_match_on_resume(tmp_path):
     assert Path(tmp_path / "checkpoint.json").exists()
 
 
-def test_the_one_verified_loader_and_card_reader(tmp_path):
-    from course_lib.checkpoints import WeightsNotFound, cached_tensors, load_shipped, load_tensors, read_card
+def test_the_verified_tensor_reader_and_card_reader(tmp_path):
+    from course_lib.checkpoints import WeightsNotFound, atomic_copy, cached_tensors, load_tensors, read_card
 
     model = _model()
     digest = save_weights(model, tmp_path / "w.safetensors")
     (tmp_path / "card.json").write_text(json.dumps({"sha256": digest}))
     assert read_card(tmp_path / "card.json") == {"sha256": digest}
-    shipped = load_shipped(_model(seed=1), tmp_path / "w.safetensors", tmp_path / "card.json")
-    assert _equal_states(shipped, model) and not shipped.training
-    assert all(not p.requires_grad for p in shipped.parameters())
+    atomic_copy(tmp_path / "w.safetensors", tmp_path / "copy" / "w.safetensors", sha256=digest)
+    assert load_tensors(tmp_path / "copy" / "w.safetensors", sha256=digest).keys() == model.state_dict().keys()
+    with pytest.raises(CheckpointError, match="corrupted or was changed"):
+        atomic_copy(tmp_path / "w.safetensors", tmp_path / "copy2", sha256="0" * 64)
+    assert not (tmp_path / "copy2").exists()
     with pytest.raises(WeightsNotFound, match="path=") as err:
         load_tensors(tmp_path / "missing.safetensors")
     assert isinstance(err.value, FileNotFoundError) and isinstance(err.value, CheckpointError)

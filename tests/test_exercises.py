@@ -9,7 +9,7 @@ from course_lib.schedules import make_schedule
 
 
 def _prompt_inputs():
-    model = E._TinyDenoiser()
+    model = E.TinyDenoiser()
     g = torch.Generator().manual_seed(0)
     return model, torch.randn(1, 1, 8, 8, generator=g), torch.tensor([500]), torch.tensor([3]), torch.tensor([-1])
 

@@ -369,8 +369,8 @@ def test_cpu_profile_loads_the_shipped_flows_of_its_own_recipe(monkeypatch, tmp_
     """The cpu flow and reflow ship (benchmarks/train_flows.py) and load verified, training nothing; the
     reflow card's base recipe is the flow's, and a card for another recipe is refused."""
     from course_lib.checkpoints import CheckpointError
-    from course_lib.pretrained import flow_digits_model, flow_identity, reflow_digits_model, reflow_identity
-    from course_lib.shipped import load_shipped_model
+    from course_lib.pretrained import FLOW, flow_digits_model, flow_identity, reflow_digits_model, reflow_identity
+    from course_lib.registry import load_shipped
     from course_lib.models.unet import UNet, digits_config
 
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
@@ -383,7 +383,7 @@ def test_cpu_profile_loads_the_shipped_flows_of_its_own_recipe(monkeypatch, tmp_
     x = sample_flow(reflow, (2, 1, 32, 32), num_steps=1, generator=torch.Generator().manual_seed(0))
     assert x.shape == (2, 1, 32, 32) and x.isfinite().all()
     with pytest.raises(CheckpointError, match="another recipe"):
-        load_shipped_model(UNet(digits_config("cpu")), "flow_digits", flow_identity("smoke"))
+        load_shipped(FLOW, UNet(digits_config("cpu")), "smoke")  # the smoke recipe's identity
 
 
 def test_reflow_pairs_are_cached_per_base_and_per_recipe(tmp_path):

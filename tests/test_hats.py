@@ -110,9 +110,9 @@ def test_bad_arguments_fail_clearly():
 def test_shipped_weights_match_their_card():
     card = attr_net.read_card()
     assert sha256_file(attr_net.WEIGHTS_FILE) == card["sha256"]
-    assert attr_net.WEIGHTS_FILE.stat().st_size == card["size_bytes"] < 1_000_000
+    assert attr_net.WEIGHTS_FILE.stat().st_size == card["info"]["size_bytes"] < 1_000_000
     model = attr_net.load_attribute_classifier()
-    assert not model.training and sum(p.numel() for p in model.parameters()) == card["num_parameters"]
+    assert not model.training and sum(p.numel() for p in model.parameters()) == card["identity"]["num_parameters"]
 
 
 def test_altered_weights_fail_with_both_hashes(tmp_path):

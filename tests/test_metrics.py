@@ -44,13 +44,14 @@ def _gen(seed: int) -> torch.Generator:
 def test_shipped_weights_match_card_and_are_small():
     card = read_card()
     assert WEIGHTS_FILE.stat().st_size < 1_000_000
-    assert card["size_bytes"] == WEIGHTS_FILE.stat().st_size
+    assert card["info"]["size_bytes"] == WEIGHTS_FILE.stat().st_size
     assert sha256_file(WEIGHTS_FILE) == card["sha256"]
-    assert card["test_accuracy"] >= 0.97 and card["num_features"] == DigitClassifier.num_features
+    assert card["scores"]["test_accuracy"] >= 0.97 and card["identity"]["num_features"] == DigitClassifier.num_features
     model = load_digit_classifier()
-    assert not model.training
-    assert float(model.feature_scale) == pytest.approx(card["feature_scale"], rel=1e-5) and card["feature_scale"] != 1
-    assert sum(p.numel() for p in model.parameters()) == card["num_parameters"]
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    scale = card["info"]["feature_scale"]
+    assert float(model.feature_scale) == pytest.approx(scale, rel=1e-5) and scale != 1
+    assert sum(p.numel() for p in model.parameters()) == card["identity"]["num_parameters"]
 
 
 def test_altered_weights_fail_clearly(tmp_path):
@@ -73,11 +74,11 @@ def test_altered_weights_fail_clearly(tmp_path):
         load_digit_classifier(tmp_path / "missing.safetensors")
 
 
-def test_card_is_valid_json_with_recipe():
+def test_card_is_valid_json_in_the_one_card_format_with_recipe():
     card = json.loads(CARD_FILE.read_text())
-    for key in ("sha256", "test_accuracy", "training", "num_features", "command"):
-        assert key in card
-    assert card["training"]["epochs"] >= 1
+    assert set(card) == {"sha256", "identity", "info", "scores"}  # course_lib.registry's one format
+    assert "test_accuracy" in card["scores"] and "num_features" in card["identity"] and "command" in card["info"]
+    assert card["info"]["training"]["epochs"] >= 1
 
 
 # ----------------------------------------------------------------------------- FID

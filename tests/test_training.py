@@ -219,9 +219,9 @@ def test_cpu_profile_loads_the_shipped_class_conditional_model_of_its_own_recipe
     chapter 10 and the README quote; a card for another recipe is refused."""
     from course_lib.checkpoints import CheckpointError
     from course_lib.models.unet import UNet, digits_config
-    from course_lib.pretrained import COND_SHIPPED, cond_identity, digits_model
+    from course_lib.pretrained import DIGITS_COND, cond_identity, digits_model
+    from course_lib.registry import card, load_shipped
     from course_lib.samplers import sample
-    from course_lib.shipped import load_shipped_model, shipped_paths
 
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
     monkeypatch.delenv("COURSE_PROFILE", raising=False)  # the tests' smoke default would win over "cpu"
@@ -229,14 +229,14 @@ def test_cpu_profile_loads_the_shipped_class_conditional_model_of_its_own_recipe
     assert info["shipped"] and info["cached"] and not any(tmp_path.iterdir())  # nothing trained or written
     assert model.prediction_type == info["prediction_type"] == "v_prediction"
     assert info["steps"] == cond_identity("cpu")["train_config"]["steps"]
-    scores = json.loads(shipped_paths(COND_SHIPPED)[1].read_text())["scores"]
+    scores = card(DIGITS_COND)["scores"]
     margins = [v for k, v in scores.items() if k.startswith("margin x real")]  # × the 1,000 test digits' 0.0020
     assert len(margins) == 2 and max(margins) < 2.5, f"the shipped card records margins {margins}× test digits (1.98, 2.33)"
     x = sample(model, schedule, (2, 1, 32, 32), cond=torch.tensor([3, 7]), guidance_scale=3, num_steps=2,
                generator=torch.Generator().manual_seed(0), progress=False)
     assert x.shape == (2, 1, 32, 32) and x.isfinite().all()
     with pytest.raises(CheckpointError, match="another recipe"):
-        load_shipped_model(UNet(digits_config("cpu", num_classes=10)), COND_SHIPPED, cond_identity("smoke"))
+        load_shipped(DIGITS_COND, UNet(digits_config("cpu", num_classes=10)), "smoke")  # the smoke recipe's identity
 
 
 def test_train_throughput_benchmark_reports_json(capsys, load_benchmark, monkeypatch):

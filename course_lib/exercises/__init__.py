@@ -39,7 +39,7 @@ from .beyond import (
     solution_flow_euler,
     solution_negative_elbo,
 )
-from .core import NotTried, _compare, attempt, check
+from .core import NotTried, compare_to, attempt, check
 from .derivations import (
     check_classifier_guidance,
     check_ddim_as_ddpm,
@@ -81,7 +81,7 @@ from .questions import (
     solution_x0_error,
 )
 from .sampling import (
-    _TinyDenoiser,
+    TinyDenoiser,
     check_cfg_sampler,
     check_ddim_step,
     check_ddpm_step,
@@ -130,5 +130,5 @@ QUESTIONS: frozenset[str] = frozenset({
     "07_cfg_as_critic_scale", "10_shrunk_crowd_fid", "12_reflow_two_atoms",
 })
 
-__all__ = ["EXERCISES", "NotTried", "QUESTIONS", "attempt", "check", *sorted(n for pair in EXERCISES.values() for n in
+__all__ = ["EXERCISES", "NotTried", "QUESTIONS", "TinyDenoiser", "attempt", "check", "compare_to", *sorted(n for pair in EXERCISES.values() for n in
                                                                  (pair[0].__name__, pair[1].__name__))]

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from .core import NotTried, _compare, _frozen, attempt
+from .core import NotTried, compare_to, frozen_model, attempt
 
 
 # ---------------------------------------------------------------------------- ch09: the VAE's loss
@@ -21,7 +21,7 @@ def _stand_in_vae() -> torch.nn.Module:
             vae.to_stats.bias += 1.5  # codes far from the box's centre: a KL of tens of nats, like a trained VAE's
         return vae
 
-    return _frozen(build, 9)
+    return frozen_model(build, 9)
 
 
 def check_negative_elbo(fn: Callable[..., Any], vae: torch.nn.Module | None = None) -> bool:
@@ -46,7 +46,7 @@ def check_negative_elbo(fn: Callable[..., Any], vae: torch.nn.Module | None = No
                     want = (gaussian_nll(x, net.decode(reparameterise(mu, logvar, eps)), decoder_std)
                             + beta * gaussian_kl(mu, logvar))
                     got = fn(x, net.encode, net.decode, eps, decoder_std, beta)
-                _compare("negative ELBO", f"s = {decoder_std}, β = {beta}", got, want, atol=1e-3, rtol=1e-5)
+                compare_to("negative ELBO", f"s = {decoder_std}, β = {beta}", got, want, atol=1e-3, rtol=1e-5)
         finally:
             net.train(was_training)
 
@@ -109,7 +109,7 @@ def check_cross_attention(fn: Callable[..., Any]) -> bool:
         for d, words, case in ((8, 3, "three words, then padding"), (32, 5, "wider heads (√d matters more)")):
             q, k = torch.randn(2, 2, 6, d, generator=g), torch.randn(2, 2, 7, d, generator=g)
             mask = torch.arange(7)[None, :] < torch.tensor([[words], [1]])  # the second prompt has one word
-            _compare("cross-attention weights", case, fn(q, k, mask), cross_attention_weights(q, k, mask), atol=1e-5)
+            compare_to("cross-attention weights", case, fn(q, k, mask), cross_attention_weights(q, k, mask), atol=1e-5)
 
     return attempt("cross-attention weights", run, "Scores q·kᵀ/√d, padding to −∞, softmax over the words.")
 
@@ -123,7 +123,7 @@ def solution_cross_attention(q, k, mask):
 def _stand_in_velocity() -> torch.nn.Module:
     from ..models import MLPConfig, MLPDenoiser
 
-    return _frozen(lambda: MLPDenoiser(MLPConfig(dim=2, hidden=16, num_blocks=1)), 12)
+    return frozen_model(lambda: MLPDenoiser(MLPConfig(dim=2, hidden=16, num_blocks=1)), 12)
 
 
 def check_flow_euler(fn: Callable[..., Any], model: torch.nn.Module | None = None) -> bool:
@@ -142,7 +142,7 @@ def check_flow_euler(fn: Callable[..., Any], model: torch.nn.Module | None = Non
             with torch.no_grad():
                 want = sample_flow(net, noise.shape, sigmas=sigmas, noise=noise, device=dev, progress=False)
                 got = fn(net, noise, sigmas)
-            _compare("flow Euler sampler", f"{num_steps} steps, shift {shift}", got, want, atol=1e-4)
+            compare_to("flow Euler sampler", f"{num_steps} steps, shift {shift}", got, want, atol=1e-4)
 
     return attempt("the flow Euler sampler", run, "Walk the pairs of neighbouring times in sigmas, from 1 down to 0.")
 

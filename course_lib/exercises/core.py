@@ -1,4 +1,4 @@
-"""The exercise framework: :func:`check` for value answers, :func:`attempt` and :func:`_compare` for
+"""The exercise framework: :func:`check` for value answers, :func:`attempt` and :func:`compare_to` for
 function answers (see :mod:`course_lib.exercises`)."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class NotTried(Exception):
     """The learner's function returned None: the exercise has not been attempted yet."""
 
 
-def _compare(name: str, case: str, got: Any, want: torch.Tensor, *, atol: float = 1e-4, rtol: float = 1e-4) -> None:
+def compare_to(name: str, case: str, got: Any, want: torch.Tensor, *, atol: float = 1e-4, rtol: float = 1e-4) -> None:
     """Raise a helpful AssertionError unless ``got`` is a tensor (or, for a 0-d ``want``, a number) close to ``want``."""
     if got is None:
         raise NotTried
@@ -66,7 +66,7 @@ def _compare(name: str, case: str, got: Any, want: torch.Tensor, *, atol: float 
             "Read the next hint.")
 
 
-def _numbers(name: str, got: Any, count: int) -> torch.Tensor:
+def as_numbers(name: str, got: Any, count: int) -> torch.Tensor:
     """A learner's tuple of ``count`` numbers (floats or 0-d tensors) as one float64 tensor; None: not tried."""
     if got is None:
         raise NotTried
@@ -79,7 +79,7 @@ def _numbers(name: str, got: Any, count: int) -> torch.Tensor:
         raise AssertionError(f"✗ {name}: each of the {count} entries must be one number ({err})") from None
 
 
-def _frozen(build: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
+def frozen_model(build: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
     """A small stand-in network built under its own seed, leaving the caller's random stream as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from .core import _compare, _frozen, _numbers, attempt
+from .core import compare_to, frozen_model, as_numbers, attempt
 
 
 # ---------------------------------------------------------------------------- ch01: the posterior of a jump
@@ -27,7 +27,7 @@ def check_posterior_variance(fn: Callable[..., Any]) -> bool:
             for t, t_prev in ((300, 299), (500, 450), (999, 0), (10, -1)):
                 want = posterior_between(s, zero, zero, t, t_prev)[1].reshape(())
                 case = f"{name}, t = {t} → {t_prev}" + (" (to the clean picture)" if t_prev < 0 else "")
-                _compare("posterior variance", case, fn(s, t, t_prev), want, atol=1e-7, rtol=1e-4)
+                compare_to("posterior variance", case, fn(s, t, t_prev), want, atol=1e-7, rtol=1e-4)
 
     return attempt("the posterior variance of a jump", run,
                    "Write the jump t_prev → t as ONE step of static: what are its α and β?")
@@ -55,7 +55,7 @@ def check_tweedie(fn: Callable[..., Any]) -> bool:
                 x_t = (a_bar**0.5 * blob.sample(64, generator=g).double()
                        + (1 - a_bar) ** 0.5 * torch.randn(64, 2, generator=g, dtype=torch.float64))
                 got = fn(x_t, a_bar, torch.tensor(mean, dtype=torch.float64), std)
-                _compare("Tweedie's formula", f"data N({mean}, {std}²), ᾱ = {a_bar}", got, blob.denoise(x_t, a_bar),
+                compare_to("Tweedie's formula", f"data N({mean}, {std}²), ᾱ = {a_bar}", got, blob.denoise(x_t, a_bar),
                          atol=1e-6, rtol=1e-5)
 
     return attempt("Tweedie's formula on a Gaussian", run,
@@ -83,16 +83,16 @@ def check_ddim_as_ddpm(fn: Callable[..., Any]) -> bool:
         worst = 0.0
         for t, t_prev in ((500, 450), (999, 949), (100, 99), (40, -1)):
             case = f"t = {t} → {t_prev}" + (" (to the clean picture, ᾱ = 1)" if t_prev < 0 else "")
-            w0, wt, sigma = _numbers("DDIM as DDPM", fn(s, t, t_prev), 3)
+            w0, wt, sigma = as_numbers("DDIM as DDPM", fn(s, t, t_prev), 3)
             eps, x_t, z = (torch.randn(2, 1, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
             x0_hat = predict_x0(s, eps, x_t, t).double()
             ddim = ddim_step(s, eps, t, t_prev, x_t, eta=1.0, noise=z).prev_sample
-            _compare("DDIM as DDPM", f"{case}: w₀·x̂₀ + w_t·x_t + σ·z against ddim_step(η = 1)",
+            compare_to("DDIM as DDPM", f"{case}: w₀·x̂₀ + w_t·x_t + σ·z against ddim_step(η = 1)",
                      w0 * x0_hat + wt * x_t + sigma * z, ddim, atol=1e-4)
             one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
             want = torch.stack([posterior_between(s, one, zero, t, t_prev)[0][0], posterior_between(s, zero, one, t, t_prev)[0][0],
                                 posterior_between(s, zero, zero, t, t_prev)[1].reshape(()).sqrt()]).double()
-            _compare("DDIM as DDPM", f"{case}: (w₀, w_t, σ) against DDPM's posterior", torch.stack([w0, wt, sigma]),
+            compare_to("DDIM as DDPM", f"{case}: (w₀, w_t, σ) against DDPM's posterior", torch.stack([w0, wt, sigma]),
                      want, atol=1e-5)
             ddpm_mean, ddpm_var = posterior_between(s, x0_hat, x_t, t, t_prev)
             worst = max(worst, float((ddim - ddpm_mean - ddpm_var.sqrt() * z).abs().max()))
@@ -131,15 +131,15 @@ def check_classifier_guidance(fn: Callable[..., Any]) -> bool:
     section 6). Checked against :func:`course_lib.guidance.classifier_guided_model` with small stand-in networks."""
     from ..guidance import classifier_guided_model
     from ..schedules import make_schedule
-    from .sampling import _TinyDenoiser
+    from .sampling import TinyDenoiser
 
     def run() -> None:
         g = torch.Generator().manual_seed(71)
-        s, model, critic = make_schedule("cosine"), _frozen(_TinyDenoiser, 0), _frozen(_TinyCritic, 71)
+        s, model, critic = make_schedule("cosine"), frozen_model(TinyDenoiser, 0), frozen_model(_TinyCritic, 71)
         x_t, t, labels = torch.randn(3, 1, 8, 8, generator=g), torch.tensor([900, 500, 100]), torch.tensor([7, 0, 3])
         for scale in (0.0, 2.0, 5.0):
             want = classifier_guided_model(model, critic, s, scale, prediction_type="epsilon")(x_t, t, cond=labels)
-            _compare("classifier guidance", f"s = {scale}, one t per picture {t.tolist()}",
+            compare_to("classifier guidance", f"s = {scale}, one t per picture {t.tolist()}",
                      fn(model, critic, s, x_t, t, labels, scale), want, atol=1e-5)
 
     return attempt("classifier guidance", run,

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from .core import NotTried, _compare, attempt
+from .core import NotTried, compare_to, attempt
 
 
 # ---------------------------------------------------------------------------- ch00: the cheating eraser
@@ -29,7 +29,7 @@ def check_cheat_eraser(fn: Callable[..., Any]) -> bool:
             got = len(frames) if isinstance(frames, (list, tuple)) else type(frames).__name__
             raise AssertionError(f"✗ cheat eraser: return a list of T + 1 = {s.num_timesteps + 1} pictures "
                                  f"(the static, then one after every step), got {got}")
-        _compare("cheat eraser", "the last picture", frames[-1], x0, atol=1e-3)
+        compare_to("cheat eraser", "the last picture", frames[-1], x0, atol=1e-3)
         for t in (80, 50, 20):
             x = frames[s.num_timesteps - 1 - t].double()  # frames[0] is x_{T−1}
             a = float(s.alphas_cumprod[t])
@@ -66,7 +66,7 @@ def check_q_sample(fn: Callable[..., Any]) -> bool:
             s = make_schedule(name)
             x0, noise = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1, torch.randn(4, 3, 8, 8, generator=g)
             t = torch.tensor([0, 10, 500, 999])
-            _compare("closed-form noising", f"{name} schedule, t = {t.tolist()}", fn(s, x0, t, noise),
+            compare_to("closed-form noising", f"{name} schedule, t = {t.tolist()}", fn(s, x0, t, noise),
                      s.add_noise(x0, noise, t), atol=1e-5)
 
     return attempt("closed-form noising", run, "Look up ᾱ_t for each picture, then mix x₀ and ε.")
@@ -93,7 +93,7 @@ def check_cosine_schedule(fn: Callable[..., Any]) -> bool:
             if got.shape == want.shape and abs(float(got[0]) - 1.0) < 1e-9:
                 raise AssertionError("✗ cosine schedule: your ᾱ_0 is exactly 1 — that is f(0)/f(0), the clean "
                                      "picture. In the course's 0-based counting step 0 already adds noise.")
-            _compare("cosine schedule", f"T = {T}", got, want, atol=2e-5, rtol=1e-4)
+            compare_to("cosine schedule", f"T = {T}", got, want, atol=2e-5, rtol=1e-4)
 
     return attempt("cosine schedule", run, "Write f(τ) first, then divide.")
 
@@ -118,7 +118,7 @@ def check_to_x0(fn: Callable[..., Any]) -> bool:
         for kind in ("epsilon", "sample", "v_prediction"):
             for a_bar in (0.9, 0.3):
                 want = split_prediction_at(torch.tensor(a_bar), out, x_t, kind).x0
-                _compare("reading the output", f"{kind}, ᾱ = {a_bar}", fn(out, x_t, torch.tensor(a_bar), kind), want)
+                compare_to("reading the output", f"{kind}, ᾱ = {a_bar}", fn(out, x_t, torch.tensor(a_bar), kind), want)
 
     return attempt("reading the output as x̂₀", run, "Solve x_t = √ᾱ x₀ + √(1−ᾱ) ε for x₀, one type at a time.")
 

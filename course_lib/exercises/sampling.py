@@ -7,11 +7,11 @@ from typing import Any, Callable
 
 import torch
 
-from .core import _compare, attempt
+from .core import compare_to, attempt
 
 
 # ---------------------------------------------------------------------------- ch04: the training loss
-class _TinyDenoiser(torch.nn.Module):
+class TinyDenoiser(torch.nn.Module):
     """A fixed, cheap network ``model(x_t, t)`` for the checks: one conv whose output depends on t."""
 
     def __init__(self) -> None:
@@ -33,7 +33,7 @@ def check_training_loss(fn: Callable[..., Any]) -> bool:
 
     def run() -> None:
         g = torch.Generator().manual_seed(3)
-        s, net = make_schedule("cosine"), _TinyDenoiser()
+        s, net = make_schedule("cosine"), TinyDenoiser()
         x0, noise = torch.rand(8, 1, 8, 8, generator=g) * 2 - 1, torch.randn(8, 1, 8, 8, generator=g)
         t = torch.randint(1000, (8,), generator=g)
         got = fn(net, s, x0, t, noise)
@@ -43,7 +43,7 @@ def check_training_loss(fn: Callable[..., Any]) -> bool:
         if got is not None and not got.requires_grad:
             raise AssertionError("✗ training loss: the loss has no gradient — compute it with torch, from the "
                                  "model's output, without .item() or torch.no_grad()")
-        _compare("training loss", "a batch of 8", got, diffusion_loss(net, s, x0, t, noise), atol=1e-6)
+        compare_to("training loss", "a batch of 8", got, diffusion_loss(net, s, x0, t, noise), atol=1e-6)
 
     return attempt("the training loss", run, "Make x_t first, then ask the model, then compare with the noise.")
 
@@ -67,7 +67,7 @@ def check_ddpm_step(fn: Callable[..., Any]) -> bool:
         for t in (700, 100, 1, 0):
             eps, x_t, z = (torch.randn(2, 1, 8, 8, generator=g) for _ in range(3))
             want = ddpm_step(s, eps, t, x_t, noise=z).prev_sample
-            _compare("DDPM step", f"t = {t}" + (" (the last step: no fresh noise)" if t == 0 else ""),
+            compare_to("DDPM step", f"t = {t}" + (" (the last step: no fresh noise)" if t == 0 else ""),
                      fn(s, eps, t, x_t, z), want, atol=1e-4)
 
     return attempt("one DDPM step", run, "Three pieces: the guess x̂₀, the posterior mean and variance, the noise.")
@@ -95,7 +95,7 @@ def check_ddim_step(fn: Callable[..., Any]) -> bool:
         for t, t_prev in ((999, 949), (500, 450), (100, 0), (49, -1)):
             eps, x_t = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
             want = ddim_step(s, eps, t, t_prev, x_t).prev_sample
-            _compare("DDIM step", f"t = {t} → {t_prev}" + (" (to the clean picture, ᾱ = 1)" if t_prev < 0 else ""),
+            compare_to("DDIM step", f"t = {t} → {t_prev}" + (" (to the clean picture, ᾱ = 1)" if t_prev < 0 else ""),
                      fn(s, eps, t, t_prev, x_t), want, atol=1e-3, rtol=1e-4)
 
     return attempt("one DDIM step", run, "Guess x̂₀, then rebuild x at the lower noise level with the SAME ε̂.")
@@ -117,12 +117,12 @@ def check_cfg_sampler(fn: Callable[..., Any]) -> bool:
 
     def run() -> None:
         g = torch.Generator().manual_seed(6)
-        s, model = make_schedule("cosine"), _TinyDenoiser()  # a cheap stand-in network whose output depends on the label
+        s, model = make_schedule("cosine"), TinyDenoiser()  # a cheap stand-in network whose output depends on the label
         labels, x_T = torch.tensor([0, 1, 5]), torch.randn(3, 1, 8, 8, generator=g)
         for scale in (1.0, 3.0):
             want = sample(model, s, x_T.shape, cond=labels, guidance_scale=scale, noise=x_T, num_steps=5,
                           sampler="ddim", spacing="trailing", clip_sample=True, progress=False)
-            _compare("guided sampler", f"s = {scale}, 5 steps", fn(model, s, labels, scale, x_T, 5), want, atol=1e-3)
+            compare_to("guided sampler", f"s = {scale}, 5 steps", fn(model, s, labels, scale, x_T, 5), want, atol=1e-3)
 
     return attempt("a guided sampler", run, "Reuse the DDIM loop; only the network's answer changes.")
 
@@ -151,7 +151,7 @@ def check_prompt_guidance(fn: Callable[..., Any], model: Any, x_t: torch.Tensor,
             with torch.no_grad():
                 want = cfg_model(model, scale)(x_t, t, cond=ids)
                 got = fn(model, x_t, t, ids, ids_empty, scale)
-            _compare("prompt guidance", f"s = {scale}", got, want, atol=1e-4)
+            compare_to("prompt guidance", f"s = {scale}", got, want, atol=1e-4)
 
     return attempt("guidance with a prompt", run, "Two calls of the model, then chapter 07's formula.")
 

@@ -21,7 +21,7 @@ on latents), :func:`text_to_image` (the pipeline), :func:`img2img`, :func:`inpai
 
 Modules: :mod:`.pipeline` (recipe, autoencoder, latent denoisers, pipeline; the ``cpu`` networks
 ship in ``course_lib/weights``, trained by ``benchmarks/train_latent.py`` and checked by sha256 and
-recipe on load through :mod:`course_lib.shipped`), :mod:`.editing` (img2img, inpainting, inversion edits,
+recipe on load through :mod:`course_lib.registry`), :mod:`.editing` (img2img, inpainting, inversion edits,
 attention maps), :mod:`.measuring` (accuracy, edits, speed, the benchmark). Everything is importable
 from here: ``from course_lib.latent import latent_model``.
 """
@@ -29,13 +29,14 @@ from here: ``from course_lib.latent import latent_model``.
 from .editing import attention_maps, denoise_from, img2img, inpaint, inversion_edit
 from .measuring import edit_benchmark, edit_requests, latent_benchmark, prompt_accuracy, speed_comparison
 from .pipeline import (
-    CONDITIONINGS, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_DDIM, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE,
+    AUTOENCODER, LATENT_DENOISERS, CONDITIONINGS, DEFAULT_GUIDANCE, DEFAULT_STRENGTH, LATENT_DDIM, LATENT_PREDICTION_TYPE, LATENT_SCHEDULE,
     LatentRecipe, Pipeline, autoencoder_model, build_latent_denoiser, latent_model, latent_recipe, load_pipeline,
     reconstruction_psnr, scene_latents, text_to_image,
 )
 
 __all__ = [
-    "CONDITIONINGS", "DEFAULT_GUIDANCE", "DEFAULT_STRENGTH", "LATENT_DDIM", "LatentRecipe", "Pipeline", "attention_maps",
+    "AUTOENCODER", "CONDITIONINGS", "DEFAULT_GUIDANCE", "DEFAULT_STRENGTH", "LATENT_DDIM", "LATENT_DENOISERS",
+    "LATENT_PREDICTION_TYPE", "LATENT_SCHEDULE", "LatentRecipe", "Pipeline", "attention_maps",
     "autoencoder_model", "build_latent_denoiser", "denoise_from", "edit_benchmark", "edit_requests", "img2img", "inpaint",
     "inversion_edit", "latent_benchmark", "latent_model", "latent_recipe", "load_pipeline", "prompt_accuracy",
     "reconstruction_psnr", "scene_latents", "speed_comparison", "text_to_image",

@@ -9,6 +9,7 @@ import torch
 
 from ..data import SCENES_TEST_SEED
 from ..models.autoencoder import Autoencoder, decode_latents, psnr
+from ..optim import optimizer_step
 from ..samplers import sample
 from ..scenes import compositional_prompts, make_scenes, parse_scene_prompt, scene_caption, scene_tokenize
 from ..schedules import make_schedule
@@ -116,10 +117,7 @@ def speed_comparison(recipe: LatentRecipe, *, batch_size: int = 16, train_steps:
         t = torch.randint(0, 1000, (batch_size,))
 
         def step() -> None:
-            loss = model(x, t, cond=ids).pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, model(x, t, cond=ids).pow(2).mean())
 
         step()  # warm-up
         out[f"{name}_train_img_s"] = batch_size * train_steps / sum(_seconds(step) for _ in range(train_steps))

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
-import time
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Sequence, get_args
 
 import torch
 
-from ..checkpoints import CheckpointError, has_checkpoint, load_checkpoint, read_state, save_checkpoint, state_dict_into
 from ..data import SCENES_TRAIN_SEED
 from ..models.autoencoder import (
     Autoencoder, AutoencoderConfig, AutoencoderObjective, decode_latents, encode_latents, kl_to_standard_normal,
@@ -24,9 +20,9 @@ from ..models.unet import UNet, UNetConfig
 from ..samplers import sample
 from ..scenes import MAX_SCENE_PROMPT_LENGTH, SCENE_VOCAB, make_scenes, scene_tokenize
 from ..schedules import NoiseSchedule, make_schedule
-from ..settings import Profile, check_bool, check_choice, check_float, check_int, resolve_profile, runs_dir
-from ..training import TrainConfig, train
-from ..shipped import load_shipped_model
+from ..optim import TrainConfig, config_identity
+from ..registry import Recipe, Stage, obtain, register
+from ..settings import Profile, check_bool, check_choice, check_float, check_int, resolve_profile
 
 LATENT_SCHEDULE = "cosine"
 LATENT_PREDICTION_TYPE = "v_prediction"  # as chapter 08: v keeps x̂₀ accurate at the cosine schedule's noisy end
@@ -111,82 +107,69 @@ def autoencoder_identity(recipe: LatentRecipe) -> dict[str, Any]:
             "num_images": recipe.num_images, "data_seed": SCENES_TRAIN_SEED}
 
 
-def _phase_loss(objective: AutoencoderObjective, model: Autoencoder, x: torch.Tensor, loss: str,
-                gen: torch.Generator) -> torch.Tensor:
-    """One phase's loss: ``"l1"`` (SD's: sharp edges) or ``"mse"`` (the squared error PSNR measures), each + β·KL."""
-    if loss == "l1":
-        return objective.loss(model, x, None, gen)
-    recon, mean, logvar = model(x, gen)
-    kl = kl_to_standard_normal(mean, logvar).mean() / x[0].numel()
-    return (recon - x).pow(2).mean() + objective.kl_weight * kl
+@dataclass(frozen=True)
+class AutoencoderPhase:
+    """One phase of the autoencoder's training as an objective: a random ``crop``×``crop`` crop of each picture,
+    then ``"l1"`` (SD's: sharp edges; :class:`AutoencoderObjective`) or ``"mse"`` (the squared error PSNR
+    measures) of the reconstruction from a sampled z, each + β·KL."""
+
+    kl_weight: float
+    kind: AutoencoderLoss
+    crop: int
+
+    def loss(self, model: Autoencoder, x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        x = _random_crops(x0, self.crop, generator)
+        if self.kind == "l1":
+            return AutoencoderObjective(self.kl_weight).loss(model, x, None, generator)
+        recon, mean, logvar = model(x, generator)
+        kl = kl_to_standard_normal(mean, logvar).mean() / x[0].numel()
+        return (recon - x).pow(2).mean() + self.kl_weight * kl
+
+    def identity(self) -> dict[str, Any]:
+        return {"objective": "autoencoder", "loss": self.kind, "kl_weight": self.kl_weight, "crop": self.crop}
+
+
+def autoencoder_stages(profile: str) -> list[Stage]:
+    """The recipe's phases as the registry's stages: each a fresh AdamW (weight decay 0.01) at its peak lr, the
+    warm-up ramp over 50 steps times one cosine over the phase, its own seed (the phase's index)."""
+    recipe = latent_recipe(profile)
+    return [Stage(AutoencoderPhase(recipe.autoencoder.kl_weight, kind, recipe.ae_crop),
+                  TrainConfig(steps=steps, batch_size=batch, lr=peak, warmup=50, weight_decay=0.01, grad_clip=None,
+                              checkpoint_every=1000, seed=phase, amp=False, lr_schedule="warmup-times-cosine"))
+            for phase, (steps, batch, peak, kind) in enumerate(recipe.ae_phases)]
+
+
+def _training_scenes(profile: str) -> torch.Tensor:
+    return make_scenes(latent_recipe(profile).num_images, seed=SCENES_TRAIN_SEED).images
+
+
+def _scale_factor(model: Autoencoder, profile: str) -> dict[str, float]:
+    """1/std of the latents of 2,000 training scenes (Rombach et al. 2022, §4.3.2)."""
+    return {"scale_factor": latent_scale_factor(encode_latents(model, _training_scenes(profile)[:2000]))}
+
+
+#: chapter 11's autoencoder (ships for the cpu profile)
+AUTOENCODER = register(Recipe(
+    name="latent_ae", chapter="11", build=lambda p: Autoencoder(latent_recipe(p).autoencoder), stages=autoencoder_stages,
+    data=_training_scenes, identity=lambda p: autoencoder_identity(latent_recipe(p)), shipped=("cpu",),
+    run_name=lambda p: f"latent-ae-{p}", extras=_scale_factor, ema=False,
+    card_info=("scale_factor", "train_seconds", "steps", "losses", "config", "profile"), loss_every=10,
+    script="python benchmarks/train_latent.py"))
 
 
 def autoencoder_model(profile: Profile = "auto", *, run_dir: str | os.PathLike | None = None, retrain: bool = False,
                       progress: bool = True) -> tuple[Autoencoder, dict[str, Any]]:
-    """The chapter's autoencoder: shipped (``cpu``), or trained once on
-    ``make_scenes(num_images, seed=SCENES_TRAIN_SEED)`` and cached.
+    """The chapter's autoencoder (:data:`AUTOENCODER`): shipped (``cpu``), or trained once on
+    ``make_scenes(num_images, seed=SCENES_TRAIN_SEED)`` and cached (:func:`course_lib.registry.obtain`).
 
-    ``cpu`` profile: the weights in ``course_lib/weights/latent_ae.*`` (:mod:`course_lib.shipped`; trained by
+    ``cpu`` profile: the weights in ``course_lib/weights/latent_ae.*`` (trained by
     ``benchmarks/train_latent.py`` with this very recipe), verified by sha256 and recipe. Otherwise,
-    or with ``retrain=True`` or a ``run_dir``: the recipe's phases, each AdamW with warm-up and a
-    cosine learning rate on random crops, with :class:`AutoencoderObjective` (L1 + β·KL, β = 10⁻⁶
-    of the summed L1) or, in an ``"mse"`` phase, the squared error of the reconstruction (from a
-    sampled z, as in the L1 phases) + β·KL.
-    A finished checkpoint in ``run_dir`` (default ``runs/latent-ae-<profile>``) is loaded after its
-    sha256 and its recipe are checked (CheckpointError on a mismatch; ``retrain=True`` trains
-    afresh). Returns ``(model, info)``; info: ``scale_factor`` (1/std of the training latents),
-    ``train_seconds``, ``steps``, ``losses``, ``cached``, ``shipped``, ``config``, ``run_dir``.
+    or with ``retrain=True`` or a ``run_dir``: the recipe's phases (:func:`autoencoder_stages`), each on
+    random crops with :class:`AutoencoderPhase`, in ``run_dir`` (default ``runs/latent-ae-<profile>``).
+    Returns ``(model, info)``; info: ``scale_factor`` (1/std of the training latents), ``train_seconds``,
+    ``steps``, ``losses``, ``cached``, ``shipped``, ``config``, ``run_dir``.
     """
-    check_bool("retrain", retrain)
-    prof = resolve_profile(profile)
-    recipe = latent_recipe(prof)
-    identity = autoencoder_identity(recipe)
-    torch.manual_seed(0)
-    model = Autoencoder(recipe.autoencoder)
-    if recipe.shipped and run_dir is None and not retrain:
-        model, card = load_shipped_model(model, "latent_ae", identity)
-        return model, {**card["info"], "cached": True, "shipped": True, "run_dir": None}
-    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"latent-ae-{prof}"
-    if has_checkpoint(run_dir) and not retrain:
-        tensors, state = load_checkpoint(run_dir)  # verifies the sha256
-        if state.get("identity") != identity:
-            raise CheckpointError(f"{run_dir} holds an autoencoder of another recipe ({state.get('identity')}); "
-                                  "pass retrain=True or another run_dir")
-        state_dict_into(model, tensors, "model.")
-        return model.eval(), {**state["info"], "cached": True, "shipped": False, "run_dir": str(run_dir)}
-    data = make_scenes(recipe.num_images, seed=SCENES_TRAIN_SEED).images
-    objective = AutoencoderObjective(recipe.autoencoder.kl_weight)
-    losses: list[float] = []
-    tic = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    for phase, (steps, batch, peak, kind) in enumerate(recipe.ae_phases):
-        gen = torch.Generator().manual_seed(phase)
-        opt = torch.optim.AdamW(model.parameters(), lr=peak)
-        for step in tqdm(range(steps), disable=not progress, desc=f"autoencoder, phase {phase + 1} ({kind})"):
-            lr = peak * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            idx = torch.randint(0, len(data), (batch,), generator=gen)
-            loss = _phase_loss(objective, model, _random_crops(data[idx], recipe.ae_crop, gen), kind, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(round(float(loss.detach()), 5))
-    seconds = time.perf_counter() - tic
-    info = _save_autoencoder(run_dir, model.eval(), data, identity, seconds, losses, prof)
-    return model, {**info, "cached": False, "shipped": False, "run_dir": str(run_dir)}
-
-
-def _save_autoencoder(run_dir: Path, model: Autoencoder, data: torch.Tensor, identity: dict, seconds: float,
-                      losses: list[float], prof: str) -> dict[str, Any]:
-    """Compute the scale factor on 2,000 training scenes and commit the checkpoint; returns the info dict."""
-    scale = latent_scale_factor(encode_latents(model, data[:2000]))
-    info = {"scale_factor": scale, "train_seconds": seconds, "steps": sum(p[0] for p in identity["phases"]),
-            "losses": losses[::10], "config": model.config.to_dict(), "profile": prof}
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_checkpoint(run_dir, tensors, {"step": info["steps"], "identity": identity, "info": info})
-    return info
+    return obtain(AUTOENCODER, profile, run_dir=run_dir, retrain=retrain, progress=progress)
 
 
 def reconstruction_psnr(ae: Autoencoder, images: torch.Tensor) -> float:
@@ -234,16 +217,42 @@ def latent_identity(recipe: LatentRecipe, conditioning: Conditioning) -> dict[st
     """What makes one shipped latent denoiser: its networks, training recipe, data and the autoencoder's recipe."""
     clauses = {"read_clauses": recipe.read_clauses} if conditioning == "crossattn" else {}  # pooled reads whole prompts
     return {**clauses, "conditioning": conditioning, "unet": recipe.unet.to_dict(), "text": recipe.text.to_dict(),
-            "train": asdict(recipe.train), "schedule": LATENT_SCHEDULE, "num_images": recipe.num_images,
+            "train": config_identity(recipe.train), "schedule": LATENT_SCHEDULE, "num_images": recipe.num_images,
             "position_embedding": recipe.position_embedding, "data_seed": SCENES_TRAIN_SEED,
             "autoencoder": autoencoder_identity(recipe)}
+
+
+def latent_record(conditioning: Conditioning, data: Any = None) -> Recipe:
+    """A latent denoiser as a record (``runs/latent-<conditioning>-<profile>``; ships for the cpu profile). Its data:
+    the scaled latents of the training scenes under the profile's autoencoder and their tokenized captions."""
+    check_choice("conditioning", conditioning, CONDITIONINGS)
+    return Recipe(
+        name=f"latent_{conditioning}", chapter="11", build=lambda p: build_latent_denoiser(latent_recipe(p), conditioning),
+        objective=lambda p: make_schedule(LATENT_SCHEDULE), train_config=lambda p: latent_recipe(p).train,
+        data=data or _scene_latents_and_tokens, identity=lambda p: latent_identity(latent_recipe(p), conditioning),
+        shipped=("cpu",), run_name=lambda p: f"latent-{conditioning}-{p}", loss_every=10,
+        card_info=("conditioning", "losses", "num_parameters", "scale_factor", "steps", "train_seconds"),
+        script="python benchmarks/train_latent.py")
+
+
+def _scene_latents_and_tokens(profile: str, ae: Autoencoder | None = None,
+                              scale_factor: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    if ae is None or scale_factor is None:
+        ae, ae_info = autoencoder_model(profile, progress=False)
+        scale_factor = ae_info["scale_factor"]
+    data = make_scenes(latent_recipe(profile).num_images, seed=SCENES_TRAIN_SEED)
+    return scene_latents(ae, data.images, scale_factor), scene_tokenize(data.captions)
+
+
+LATENT_DENOISERS = {c: register(latent_record(c)) for c in CONDITIONINGS}
 
 
 def latent_model(profile: Profile = "auto", conditioning: Conditioning = "crossattn", *, ae: Autoencoder | None = None,
                  scale_factor: float | None = None, run_dir: str | os.PathLike | None = None, retrain: bool = False,
                  progress: bool = True, device: str | torch.device | None = None,
                  ) -> tuple[torch.nn.Module, NoiseSchedule, dict[str, Any]]:
-    """A latent denoiser trained on the scaled latents of the training scenes and their captions: shipped or cached.
+    """A latent denoiser (:data:`LATENT_DENOISERS`) trained on the scaled latents of the training scenes and their
+    captions: shipped or cached (:func:`course_lib.registry.obtain`).
 
     ``cpu`` profile: the EMA weights in ``course_lib/weights/latent_<conditioning>.*`` (trained by
     ``benchmarks/train_latent.py`` with this recipe on the shipped autoencoder's latents), verified
@@ -251,31 +260,19 @@ def latent_model(profile: Profile = "auto", conditioning: Conditioning = "crossa
     :func:`course_lib.training.train` on ``(scene_latents, scene_tokenize(captions))`` with
     condition dropout 0.1 (classifier-free guidance), v-prediction on the cosine schedule; run
     directory ``runs/latent-<conditioning>-<profile>``, verified on load (sha256, configs, data).
+    ``retrain=True`` trains the autoencoder again too, unless ``ae`` and ``scale_factor`` are given.
     Returns ``(ema_model, schedule, info)``.
     """
     check_choice("conditioning", conditioning, CONDITIONINGS)
     check_bool("retrain", retrain)
     prof = resolve_profile(profile)
-    recipe = latent_recipe(prof)
     if ae is None or scale_factor is None:
         ae, ae_info = autoencoder_model(prof, progress=progress, retrain=retrain)
         scale_factor = ae_info["scale_factor"]
-    schedule = make_schedule(LATENT_SCHEDULE)
-    if recipe.shipped and run_dir is None and not retrain:
-        model, card = load_shipped_model(build_latent_denoiser(recipe, conditioning), f"latent_{conditioning}",
-                                         latent_identity(recipe, conditioning))
-        return model, schedule, {**card["info"], "cached": True, "shipped": True, "run_dir": None}
-    data = make_scenes(recipe.num_images, seed=SCENES_TRAIN_SEED)
-    z = scene_latents(ae, data.images, scale_factor)
-    tokens = scene_tokenize(data.captions)
-    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"latent-{conditioning}-{prof}"
-    cached = not retrain and has_checkpoint(run_dir) and int(read_state(run_dir).get("step", -1)) >= recipe.train.steps
-    result = train(build_latent_denoiser(recipe, conditioning), schedule, (z, tokens), recipe.train, run_dir=run_dir,
-                   resume=not retrain, device=device, progress=progress)
-    info = {"train_seconds": result.seconds, "steps": result.steps, "losses": result.losses[::10], "cached": cached,
-            "shipped": False, "profile": prof, "run_dir": str(run_dir), "conditioning": conditioning,
-            "scale_factor": scale_factor, "num_parameters": sum(p.numel() for p in result.ema_model.parameters())}
-    return result.ema_model.eval(), schedule, info
+    recipe = latent_record(conditioning, data=lambda p: _scene_latents_and_tokens(p, ae, scale_factor))
+    model, info = obtain(recipe, prof, run_dir=run_dir, retrain=retrain, progress=progress, device=device)
+    return model, make_schedule(LATENT_SCHEDULE), {"conditioning": conditioning, "scale_factor": scale_factor,
+                                                   "num_parameters": sum(p.numel() for p in model.parameters()), **info}
 
 
 # ----------------------------------------------------------------------------- the pipeline

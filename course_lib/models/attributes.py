@@ -29,12 +29,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..captions import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, NUM_ATTRIBUTES, UNSPECIFIED
-from ..checkpoints import load_shipped
 from ..checkpoints import read_card as read_model_card
+from ..registry import PROFILES, Recipe, load_shipped, register
 from ..settings import WEIGHTS_DIR, DeviceName, check_images
 
 WEIGHTS_FILE = WEIGHTS_DIR / "attributes.safetensors"
 CARD_FILE = WEIGHTS_DIR / "attributes.json"
+ARCHITECTURE = ("CNN: conv3x3(16)-pool, conv3x3(32)-pool, conv3x3(64)-pool, fc 1024->128, heads animal(2) hat(2) "
+                "hat_colour(5) background(4)")
+INPUT = "NCHW, 3 channels, square, values in [-1, 1]; resized to 32x32 when another size"
 INPUT_SIZE = 32
 HEAD_SIZES: dict[str, int] = {name: len(values) for name, values in ATTRIBUTE_VALUES.items()}
 
@@ -88,18 +91,30 @@ def check_attribute_rows(name: str, attrs: object, n: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- shipped weights
+def attributes_identity(profile: str = "cpu") -> dict:
+    """What the shipped classifier is; its card must hold exactly this (``benchmarks/train_attribute_net.py`` writes it)."""
+    return {"architecture": ARCHITECTURE, "input": INPUT,
+            "num_parameters": sum(p.numel() for p in AttributeClassifier().parameters())}
+
+
+#: the hat reader of chapter 08 (prompt accuracy), shipped for every profile, float32
+ATTRIBUTES = register(Recipe(
+    name="attributes", chapter="08", build=lambda p: AttributeClassifier(), identity=attributes_identity,
+    shipped=PROFILES, frozen=True, half=False, script="python benchmarks/train_attribute_net.py",
+    card_info=("command", "size_bytes", "train_seconds", "trained_with", "training", "use")))
+
+
 def read_card(card: str | Path = CARD_FILE) -> dict:
-    """The JSON model card of the shipped weights (training recipe, held-out accuracies, sha256)."""
+    """A shipped card, by default the classifier's: ``{"sha256", "identity", "info", "scores"}`` (:mod:`course_lib.registry`)."""
     return read_model_card(card)
 
 
 def load_attribute_classifier(
     path: str | Path | None = None, *, expected_sha256: str | None = None, device: str | torch.device = "cpu"
 ) -> AttributeClassifier:
-    """Load the classifier in eval mode after checking its sha256 (default: the shipped file and its card's hash)."""
-    return load_shipped(AttributeClassifier(), WEIGHTS_FILE if path is None else path, CARD_FILE,
-                        sha256=expected_sha256, device=device,
-                        hint="reinstall course_lib or rerun benchmarks/train_attribute_net.py")
+    """The shipped classifier in eval mode, frozen, after the registry checked its card and sha256 (``path``: another file)."""
+    model, _ = load_shipped(ATTRIBUTES, AttributeClassifier(), "cpu", weights=path, sha256=expected_sha256)
+    return model.requires_grad_(False).to(device)
 
 
 @lru_cache(maxsize=4)

@@ -27,14 +27,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoints import load_shipped
 from ..checkpoints import read_card as read_model_card
+from ..registry import PROFILES, Recipe, load_shipped, register
 from ..settings import WEIGHTS_DIR, DeviceName, check_images
 
 NUM_CLASSES = 10
 NUM_FEATURES = 128
 WEIGHTS_FILE = WEIGHTS_DIR / "digit_classifier.safetensors"
 CARD_FILE = WEIGHTS_DIR / "digit_classifier.json"
+ARCHITECTURE = "LeNet-style CNN: conv5x5(16)-pool, conv5x5(32)-pool, conv3x3(32)-pool, fc 512->128 (features), fc 128->10"
+INPUT = "NCHW, 1 channel, 28x28 (padded to 32 with -1) or 32x32, values in [-1, 1]"
 
 
 class DigitClassifier(nn.Module):
@@ -91,22 +93,36 @@ def check_digit_images(name: str, images: object) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- shipped weights
+def classifier_identity(profile: str = "cpu") -> dict:
+    """What the shipped classifier is; its card must hold exactly this (``benchmarks/train_feature_net.py`` writes it)."""
+    return {"architecture": ARCHITECTURE, "input": INPUT, "num_features": NUM_FEATURES,
+            "num_parameters": sum(p.numel() for p in DigitClassifier().parameters())}
+
+
+#: the measuring network of FID/KID on digits (chapter 10), shipped for every profile, float32
+DIGIT_CLASSIFIER = register(Recipe(
+    name="digit_classifier", chapter="10", build=lambda p: DigitClassifier(), identity=classifier_identity,
+    shipped=PROFILES, frozen=True, half=False, script="python benchmarks/train_feature_net.py",
+    card_info=("command", "feature_scale", "size_bytes", "train_seconds", "trained_with", "training", "use")))
+
+
 def read_card(card: str | Path = CARD_FILE) -> dict:
-    """The JSON model card of the shipped weights (training recipe, test accuracy, sha256)."""
+    """The shipped classifier's card: ``{"sha256", "identity", "info", "scores"}`` (:mod:`course_lib.registry`)."""
     return read_model_card(card)
 
 
 def load_digit_classifier(
     path: str | Path | None = None, *, expected_sha256: str | None = None, device: str | torch.device = "cpu"
 ) -> DigitClassifier:
-    """Load the classifier in eval mode after checking the file's sha256 (:func:`course_lib.checkpoints.load_shipped`).
+    """The shipped classifier in eval mode, frozen, after the registry checked its card's identity and the file's
+    sha256 (:func:`course_lib.registry.load_shipped`).
 
-    ``path`` defaults to the shipped file; ``expected_sha256`` defaults to the hash recorded in
-    the shipped model card. A mismatch raises CheckpointError (a ValueError) naming the file and
-    both hashes; a missing file raises FileNotFoundError.
+    ``path`` reads another file in place of the shipped one; ``expected_sha256`` defaults to the hash recorded
+    in the card. A mismatch raises CheckpointError (a ValueError) naming the file and both hashes; a missing
+    file raises FileNotFoundError.
     """
-    return load_shipped(DigitClassifier(), WEIGHTS_FILE if path is None else path, CARD_FILE, sha256=expected_sha256,
-                        device=device, hint="reinstall course_lib or rerun benchmarks/train_feature_net.py")
+    model, _ = load_shipped(DIGIT_CLASSIFIER, DigitClassifier(), "cpu", weights=path, sha256=expected_sha256)
+    return model.requires_grad_(False).to(device)
 
 
 @lru_cache(maxsize=4)

@@ -23,7 +23,7 @@ dropout, CFG's "no condition") is read as the empty prompt, as by ``PromptDenois
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

@@ -22,13 +22,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..captions import UNSPECIFIED
-from ..checkpoints import load_shipped
+from ..registry import PROFILES, Recipe, load_shipped, register
 from ..scenes import HEAD_SIZES, NUM_SCENE_COLUMNS, SCENE_COLUMNS, SCENE_SIZE
 from ..settings import WEIGHTS_DIR, DeviceName
 from .attributes import check_hat_images
 
 JUDGE_WEIGHTS = WEIGHTS_DIR / "scene_judge.safetensors"
 JUDGE_CARD = WEIGHTS_DIR / "scene_judge.json"
+ARCHITECTURE = "CNN: 4 × (conv3x3-relu-maxpool) 16/32/64/64, fc 1024->128, one head per scene column"
+INPUT = "NCHW, 3 channels, 64x64, values in [-1, 1]"
 
 
 class SceneJudge(nn.Module):
@@ -49,11 +51,23 @@ class SceneJudge(nn.Module):
         return {name: head(h) for name, head in self.heads.items()}
 
 
-def load_scene_judge(path: str | Path = JUDGE_WEIGHTS, *, expected_sha256: str | None = None,
+def judge_identity(profile: str = "cpu") -> dict:
+    """What the shipped judge is; its card must hold exactly this (``benchmarks/train_scene_judge.py`` writes it)."""
+    return {"architecture": ARCHITECTURE, "input": INPUT, "num_parameters": sum(p.numel() for p in SceneJudge().parameters())}
+
+
+#: the scene judge of chapter 11 (prompt accuracy), shipped for every profile, float32
+SCENE_JUDGE = register(Recipe(
+    name="scene_judge", chapter="11", build=lambda p: SceneJudge(), identity=judge_identity, shipped=PROFILES,
+    frozen=True, half=False, script="python benchmarks/train_scene_judge.py",
+    card_info=("command", "size_bytes", "train_seconds", "trained_with", "training")))
+
+
+def load_scene_judge(path: str | Path | None = None, *, expected_sha256: str | None = None,
                      device: str | torch.device = "cpu") -> SceneJudge:
-    """The shipped judge, after checking the file's sha256 against its card (ValueError on a mismatch)."""
-    return load_shipped(SceneJudge(), path, JUDGE_CARD, sha256=expected_sha256, device=device,
-                        hint="rerun benchmarks/train_scene_judge.py")
+    """The shipped judge in eval mode, frozen, after the registry checked its card and sha256 (``path``: another file)."""
+    model, _ = load_shipped(SCENE_JUDGE, SceneJudge(), "cpu", weights=path, sha256=expected_sha256)
+    return model.requires_grad_(False).to(device)
 
 
 @lru_cache(maxsize=2)

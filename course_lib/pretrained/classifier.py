@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,10 +11,10 @@ from torch import nn
 from ..data import load_mnist5000
 from ..models.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
 from ..objectives import NoisyClassifierObjective
+from ..optim import TrainConfig, noisy_classifier_config
+from ..registry import Recipe, card_scores, obtain, register
 from ..schedules import NoiseSchedule, make_schedule
-from ..settings import Profile, check_int, resolve_device, resolve_profile, runs_dir
-from ..training import TrainConfig, noisy_classifier_config
-from .core import card_scores, run_info, train_once
+from ..settings import Profile, check_int, resolve_profile
 from .digits import DIGITS_SCHEDULE
 
 
@@ -41,11 +40,27 @@ def noisy_classifier_accuracy(classifier: nn.Module, schedule: NoiseSchedule, im
     return float((pred == labels).float().mean())
 
 
+def noisy_classifier_recipe(schedule: NoiseSchedule) -> Recipe:
+    """The noise-aware digit classifier on ``schedule`` as a record (``runs/noisy-classifier-<profile>``); it
+    reads the raw weights, not an EMA."""
+    return Recipe(name="noisy_classifier", chapter="07", build=lambda p: NoisyClassifier(NoisyClassifierConfig.preset("digits")),
+                  objective=lambda p: NoisyClassifierObjective(schedule), train_config=classifier_train_config,
+                  data=_labelled_digits, run_name=lambda p: f"noisy-classifier-{p}", ema=False)
+
+
+def _labelled_digits(profile: str) -> tuple[torch.Tensor, torch.Tensor]:
+    split = load_mnist5000("train", size=NoisyClassifierConfig.preset("digits").image_size)
+    return split.images, split.labels
+
+
+NOISY_CLASSIFIER = register(noisy_classifier_recipe(make_schedule(DIGITS_SCHEDULE)))
+
+
 def digits_noisy_classifier(
     profile: Profile = "auto", *, schedule: NoiseSchedule | None = None, run_dir: str | os.PathLike | None = None,
     device: str | torch.device | None = None, progress: bool = True, retrain: bool = False,
 ) -> tuple[NoisyClassifier, dict[str, Any]]:
-    """The noise-aware MNIST digit classifier of chapter 07, trained once and cached (like :func:`digits_model`).
+    """The noise-aware MNIST digit classifier of chapter 07 (:data:`NOISY_CLASSIFIER`), obtained from the registry.
 
     Trained on ``load_mnist5000("train")`` noised with ``schedule`` (default: the digits model's,
     :data:`DIGITS_SCHEDULE`) through :func:`course_lib.training.train` with a
@@ -54,25 +69,17 @@ def digits_noisy_classifier(
 
     Returns ``(classifier, info)``; info keys: ``train_seconds``, ``steps``, ``config``,
     ``train_config``, ``profile``, ``run_dir``, ``losses``, ``cached`` and ``test_accuracy``
-    ({t: accuracy on the test split noised to t}).
+    ({t: accuracy on the test split noised to t}, kept in the run's card).
     """
-    prof = resolve_profile(profile)
-    schedule = schedule if schedule is not None else make_schedule(DIGITS_SCHEDULE)
-    if not isinstance(schedule, NoiseSchedule):
+    if schedule is not None and not isinstance(schedule, NoiseSchedule):
         raise ValueError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
-    cfg = NoisyClassifierConfig.preset("digits")
-    tcfg = classifier_train_config(prof)
-    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"noisy-classifier-{prof}"
-    train_split = load_mnist5000("train", size=cfg.image_size)
-    result, cached = train_once(lambda: NoisyClassifier(cfg), NoisyClassifierObjective(schedule),
-                                (train_split.images, train_split.labels), tcfg, run_dir, retrain=retrain,
-                                device=resolve_device(device), progress=progress)
-    classifier = result.model
+    recipe = NOISY_CLASSIFIER if schedule is None else noisy_classifier_recipe(schedule)
+    schedule = recipe.objective("cpu").schedule
+    classifier, info = obtain(recipe, profile, run_dir=run_dir, device=device, progress=progress, retrain=retrain)
 
     def test_accuracy() -> dict[str, float]:
-        test = load_mnist5000("test", size=cfg.image_size)
+        test = load_mnist5000("test", size=classifier.config.image_size)
         return {str(t): noisy_classifier_accuracy(classifier, schedule, test.images, test.labels, t)
                 for t in (0, 250, 500, 750)}
 
-    info = run_info(result, cached, tcfg, prof, run_dir)
-    return classifier, {**info, "test_accuracy": card_scores(run_dir, test_accuracy)}
+    return classifier, {**info, "test_accuracy": card_scores(info["run_dir"], test_accuracy)}

@@ -9,7 +9,7 @@ chapter 09's race, since the unconditional run keeps a copy of its checkpoint at
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ from ..callbacks import KeepCheckpoint
 from ..checkpoints import fingerprint
 from ..data import load_mnist5000
 from ..models.unet import UNet, digits_config
+from ..optim import TrainConfig, config_identity
+from ..registry import Recipe, obtain, register
 from ..schedules import NoiseSchedule, make_schedule
-from ..settings import Profile, check_bool, resolve_profile, runs_dir
-from ..training import TrainConfig
-from .core import run_info, shipped_model, train_once
+from ..settings import Profile, check_bool, resolve_profile
 
 # Chapter 09's race (course_lib.pretrained.race): each family trains for about the same CPU time. Calibrated on the
 # 2-core reference CPU with one torch thread, in process CPU seconds (which a busy, shared machine does not inflate
@@ -101,7 +101,7 @@ def cond_identity(profile: Profile = "auto") -> dict[str, Any]:
     prof = resolve_profile(profile)
     cfg = digits_config(prof, num_classes=DIGITS_NUM_CLASSES)
     split = load_mnist5000("train", size=cfg.image_size)
-    return {"config": cfg.to_dict(), "train_config": asdict(digits_train_config(prof, cond=True)),
+    return {"config": cfg.to_dict(), "train_config": config_identity(digits_train_config(prof, cond=True)),
             "schedule": DIGITS_SCHEDULE, "data": fingerprint(split.images)["sha256"],
             "labels": fingerprint(split.labels)["sha256"]}
 
@@ -113,20 +113,51 @@ def digits_run_name(profile: str, *, cond: bool = False) -> str:
     return f"digits-{profile}" + ("-cond-v" if cond else "")
 
 
+def _digits_data(profile: str, *, cond: bool) -> Any:
+    split = load_mnist5000("train", size=digits_config(profile).image_size)
+    return (split.images, split.labels) if cond else split.images
+
+
+def _keep_race_checkpoint(profile: str, run_dir: Path) -> list[KeepCheckpoint]:
+    """The unconditional run keeps a copy of its checkpoint at chapter 09's race step in ``<run_dir>-race``."""
+    return [KeepCheckpoint(run_dir, run_dir.parent / f"{run_dir.name}-race", RACE_STEPS[profile]["diffusion"])]
+
+
+#: chapter 04's digits U-Net (chapters 04–06, 10)
+DIGITS = register(Recipe(
+    name="digits", chapter="04", build=lambda p: UNet(digits_config(p)),
+    objective=lambda p: make_schedule(DIGITS_SCHEDULE), train_config=digits_train_config,
+    data=lambda p: _digits_data(p, cond=False), run_name=digits_run_name, callbacks=_keep_race_checkpoint))
+
+#: chapter 04's recipe stopped at chapter 09's race step: the race's diffusion contestant (runs/digits-<profile>-race)
+DIGITS_RACE = register(Recipe(
+    name="digits_race", chapter="09", build=DIGITS.build, objective=DIGITS.objective, train_config=digits_train_config,
+    data=DIGITS.data, run_name=lambda p: f"{digits_run_name(p)}-race", until=lambda p: RACE_STEPS[p]["diffusion"]))
+
+#: the class-conditional digits U-Net with condition dropout (chapters 07, 10); ships for the cpu profile
+DIGITS_COND = register(Recipe(
+    name=COND_SHIPPED, chapter="07", build=lambda p: UNet(digits_config(p, num_classes=DIGITS_NUM_CLASSES)),
+    objective=DIGITS.objective, train_config=lambda p: digits_train_config(p, cond=True),
+    data=lambda p: _digits_data(p, cond=True), identity=cond_identity, shipped=COND_SHIPPED_PROFILES,
+    run_name=lambda p: digits_run_name(p, cond=True), card_info=COND_CARD_INFO, loss_every=24,
+    script="python benchmarks/train_digits_cond.py"))
+
+
 def digits_model(
     profile: Profile = "auto", *, cond: bool = False, run_dir: str | os.PathLike | None = None,
     device: str | torch.device | None = None, progress: bool = True, retrain: bool = False,
 ) -> tuple[nn.Module, NoiseSchedule, dict[str, Any]]:
-    """The chapter-04 MNIST digits U-Net (32×32, ``course_lib.data.load_mnist5000``), trained once and cached.
+    """The chapter-04 MNIST digits U-Net (32×32, ``course_lib.data.load_mnist5000``): :data:`DIGITS`, or
+    :data:`DIGITS_COND` with ``cond=True``, obtained from the registry (:func:`course_lib.registry.obtain`).
 
-    ``run_dir`` defaults to ``runs/digits-<profile>`` or ``runs/digits-<profile>-cond-v`` (see
-    :func:`train_once` for loading, resuming and verifying). The unconditional run also keeps a copy of
-    its checkpoint at chapter 09's race step in ``<run_dir>-race`` (:class:`~course_lib.callbacks.KeepCheckpoint`). ``cond=True`` gives a class-conditional
-    model (labels 0–9, −1 = no label) trained with condition dropout for classifier-free guidance.
-    In the ``cpu`` profile that one ships (``course_lib/weights/digits_cond.*``, checked by sha256 and
-    :func:`cond_identity`; ``benchmarks/train_digits_cond.py`` writes it): its clean backgrounds take
-    longer to train than a chapter may (see :func:`digits_train_config`; the card's ``info.train_seconds``).
-    ``retrain=True`` or a ``run_dir`` trains it here instead.
+    ``run_dir`` defaults to ``runs/digits-<profile>`` or ``runs/digits-<profile>-cond-v``. The unconditional
+    run also keeps a copy of its checkpoint at chapter 09's race step in ``<run_dir>-race``
+    (:class:`~course_lib.callbacks.KeepCheckpoint`). ``cond=True`` gives a class-conditional model (labels
+    0–9, −1 = no label) trained with condition dropout for classifier-free guidance. In the ``cpu`` profile
+    that one ships (``course_lib/weights/digits_cond.*``, checked by sha256 and :func:`cond_identity`;
+    ``benchmarks/train_digits_cond.py`` writes it): its clean backgrounds take longer to train than a chapter
+    may (see :func:`digits_train_config`; the card's ``info.train_seconds``). ``retrain=True`` or a
+    ``run_dir`` trains it here instead.
 
     Returns ``(ema_model, schedule, info)`` with info keys ``train_seconds``, ``steps``,
     ``config`` (the UNetConfig as a dict), ``train_config``, ``schedule``, ``prediction_type``, ``profile``,
@@ -134,21 +165,10 @@ def digits_model(
     also has ``shipped`` and ``sha256`` (of the weights), and ``run_dir`` None.
     """
     check_bool("cond", cond)
-    check_bool("retrain", retrain)
     prof = resolve_profile(profile)
-    cfg = digits_config(prof, num_classes=DIGITS_NUM_CLASSES if cond else None)
     tcfg = digits_train_config(prof, cond=cond)
-    schedule = make_schedule(DIGITS_SCHEDULE)
-    if cond and prof in COND_SHIPPED_PROFILES and run_dir is None and not retrain:
-        model, info = shipped_model(UNet(cfg), COND_SHIPPED, cond_identity(prof), device)
-        model.prediction_type = tcfg.prediction_type  # what train() sets on a trained denoiser
-        return model, schedule, info
-    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / digits_run_name(prof, cond=cond)
-    split = load_mnist5000("train", size=cfg.image_size)
-    data = (split.images, split.labels) if cond else split.images
-    keep = None if cond else KeepCheckpoint(run_dir, run_dir.parent / f"{run_dir.name}-race", RACE_STEPS[prof]["diffusion"])
-    result, cached = train_once(lambda: UNet(cfg), schedule, data, tcfg, run_dir, retrain=retrain, device=device,
-                                progress=progress, callback=keep)
-    info = {**run_info(result, cached, tcfg, prof, run_dir), "schedule": DIGITS_SCHEDULE,
-            "prediction_type": tcfg.prediction_type}
-    return result.ema_model, schedule, info
+    model, info = obtain(DIGITS_COND if cond else DIGITS, prof, run_dir=run_dir, device=device, progress=progress,
+                         retrain=retrain)
+    model.prediction_type = tcfg.prediction_type  # what train() sets on a trained denoiser (and a shipped one needs)
+    return model, make_schedule(DIGITS_SCHEDULE), {**info, "schedule": DIGITS_SCHEDULE,
+                                                   "prediction_type": tcfg.prediction_type}

@@ -1,7 +1,7 @@
 """Chapter 12's flow models: the chapter-04 U-Net trained by flow matching at the chapter-04 budget
 (:func:`flow_digits_model`) and its 2-rectified copy (:func:`reflow_digits_model`).
 
-In the ``cpu`` profile both ship in ``course_lib/weights`` (:mod:`course_lib.shipped`; written by
+In the ``cpu`` profile both ship in ``course_lib/weights`` (:mod:`course_lib.registry`; written by
 ``benchmarks/train_flows.py``): together they take longer to train on the 2-core reference machine than
 the whole chapter may run. Their cards keep the measured training seconds (``info.train_seconds``; the
 reflow's also ``info.pair_seconds`` and ``info.extra_seconds``), which the chapter quotes. Other
@@ -11,19 +11,21 @@ like every shared model."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from ..checkpoints import fingerprint, read_state
+from ..batches import sample_in_batches
+from ..checkpoints import fingerprint
 from ..data import load_mnist5000
+from ..flow import FlowMatching
 from ..models.unet import UNet, digits_config
-from ..settings import Profile, check_bool, resolve_device, resolve_profile, runs_dir
-from ..training import TrainConfig
-from .core import run_info, shipped_model, train_once
+from ..optim import TrainConfig, config_identity
+from ..registry import Recipe, obtain, register
+from ..settings import Profile, check_bool, resolve_device, resolve_profile
 from .digits import digits_train_config
 
 FLOW_REFLOW_SAMPLER = "dpmpp_2m"  # how the reflow pairs are drawn from the base flow …
@@ -45,40 +47,37 @@ def flow_train_config(profile: Profile = "auto") -> TrainConfig:
 def flow_identity(profile: Profile = "auto") -> dict[str, Any]:
     """What makes one flow digits model: the U-Net, the recipe, the objective and the training digits
     (a shipped file is loaded only when its card holds exactly this)."""
-    from ..flow import FlowMatching
-
     prof = resolve_profile(profile)
     cfg = digits_config(prof)
-    return {"config": cfg.to_dict(), "train_config": asdict(flow_train_config(prof)),
-            "objective": FlowMatching().identity(),
-            "data": fingerprint(load_mnist5000("train", size=cfg.image_size).images)["sha256"]}
+    return {"config": cfg.to_dict(), "train_config": config_identity(flow_train_config(prof)),
+            "objective": FlowMatching().identity(), "data": fingerprint(_digits(prof))["sha256"]}
+
+
+def _digits(profile: str) -> torch.Tensor:
+    return load_mnist5000("train", size=digits_config(profile).image_size).images
+
+
+#: chapter 12's flow-matching digits model (ships for the cpu profile)
+FLOW = register(Recipe(
+    name="flow_digits", chapter="12", build=lambda p: UNet(digits_config(p)), objective=lambda p: FlowMatching(),
+    train_config=flow_train_config, data=_digits, identity=flow_identity, shipped=SHIPPED_PROFILES,
+    run_name=lambda p: f"flow-digits-{p}", card_info=CARD_INFO, script="python benchmarks/train_flows.py"))
 
 
 def flow_digits_model(
     profile: Profile = "auto", *, run_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
     progress: bool = True, retrain: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The chapter-12 flow-matching digits model: the chapter-04 U-Net, trained as a velocity model
+    """The chapter-12 flow-matching digits model (:data:`FLOW`): the chapter-04 U-Net, trained as a velocity model
     ``v(x_t, t·1000)`` with :class:`~course_lib.flow.FlowMatching` (logit-normal t) at the chapter-04 budget.
 
     ``cpu`` profile: the shipped ``course_lib/weights/flow_digits.*``, checked by sha256 and
     :func:`flow_identity`. Otherwise, or with ``retrain=True`` or a ``run_dir``: trained once and
-    cached in ``runs/flow-digits-<profile>`` (see :func:`train_once`). Returns ``(ema_model, info)``;
+    cached in ``runs/flow-digits-<profile>`` (:func:`course_lib.registry.obtain`). Returns ``(ema_model, info)``;
     info as :func:`digits_model`'s plus ``objective``, ``shipped`` and ``sha256`` (of the weights).
     """
-    from ..flow import FlowMatching
-
-    check_bool("retrain", retrain)
-    prof = resolve_profile(profile)
-    if prof in SHIPPED_PROFILES and run_dir is None and not retrain:
-        return shipped_model(UNet(digits_config(prof)), "flow_digits", flow_identity(prof), device)
-    cfg, tcfg, objective = digits_config(prof), flow_train_config(prof), FlowMatching()
-    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"flow-digits-{prof}"
-    images = load_mnist5000("train", size=cfg.image_size).images
-    result, cached = train_once(lambda: UNet(cfg), objective, images, tcfg, run_dir, retrain=retrain, device=device,
-                                progress=progress)
-    return result.ema_model, {**run_info(result, cached, tcfg, prof, run_dir), "objective": objective.identity(),
-                              "shipped": False, "sha256": read_state(run_dir)["sha256"]}
+    model, info = obtain(FLOW, profile, run_dir=run_dir, device=device, progress=progress, retrain=retrain)
+    return model, {"objective": FlowMatching().identity(), **info}
 
 
 def reflow_train_config(profile: Profile = "auto") -> TrainConfig:
@@ -125,8 +124,9 @@ def reflow_pairs_for(flow_model: nn.Module, base_sha256: str, profile: Profile, 
     tic = time.perf_counter()
     noise = torch.randn((num_pairs, 1, 32, 32), generator=torch.Generator().manual_seed(PAIR_SEED))  # (N, 1, 32, 32)
     flow_model = flow_model.to(device).eval()
-    images = torch.cat([sample_flow(flow_model, tuple(z.shape), sampler=FLOW_REFLOW_SAMPLER, num_steps=steps,
-                                    noise=z, device=device).cpu() for z in noise.split(250)])
+    images = sample_in_batches(lambda b: sample_flow(flow_model, tuple(b.noise.shape), sampler=FLOW_REFLOW_SAMPLER,
+                                                     num_steps=steps, noise=b.noise, device=device),
+                               num_pairs, batch_size=250, noise=noise, clamp=False)  # deterministic: no draws
     pairs = reflow_pairs(images, noise)
     seconds = time.perf_counter() - tic
     atomic_save_tensors(path, {"pairs": pairs, "seconds": torch.tensor(seconds, dtype=torch.float64)})
@@ -139,21 +139,51 @@ def reflow_identity(profile: Profile = "auto") -> dict[str, Any]:
     prof = resolve_profile(profile)
     pairs = {"sampler": FLOW_REFLOW_SAMPLER, "steps": FLOW_REFLOW_PAIR_STEPS[prof], "num_pairs": FLOW_REFLOW_PAIRS[prof],
              "seed": PAIR_SEED}
-    return {"config": digits_config(prof).to_dict(), "train_config": asdict(reflow_train_config(prof)),
+    return {"config": digits_config(prof).to_dict(), "train_config": config_identity(reflow_train_config(prof)),
             "objective": _reflow_objective().identity(), "pairs": pairs, "base": flow_identity(prof)}
 
 
-def _reflow_objective() -> Any:
-    from ..flow import FlowMatching
-
+def _reflow_objective() -> FlowMatching:
     return FlowMatching(timestep_sampling="u_shaped", reflow=True, distance="pseudo_huber")
+
+
+class ReflowStart(NamedTuple):
+    """What reflow trains from: the base flow's EMA weights, the pairs it drew, their seconds and the base's info."""
+
+    weights: dict[str, torch.Tensor]
+    pairs: torch.Tensor
+    pair_seconds: float
+    base_info: dict[str, Any]
+
+
+def reflow_start(profile: str, base_dir: Path, run_dir: Path, *, device: str | torch.device | None = None,
+                 progress: bool = True) -> ReflowStart:
+    """The base flow in ``base_dir`` (trained there first if it is not: a retrained reflow never starts from shipped
+    weights) and the pairs it draws, cached in ``run_dir`` (:func:`reflow_pairs_for`)."""
+    base, base_info = flow_digits_model(profile, run_dir=base_dir, device=device, progress=progress)
+    pairs, seconds = reflow_pairs_for(base, base_info["sha256"], profile, run_dir, num_pairs=FLOW_REFLOW_PAIRS[profile],
+                                      device=resolve_device(device))
+    return ReflowStart({k: v.detach().cpu().clone() for k, v in base.state_dict().items()}, pairs, seconds, base_info)
+
+
+def _default_start(profile: str) -> ReflowStart:
+    return reflow_start(profile, FLOW.run_dir(profile), REFLOW.run_dir(profile))
+
+
+#: chapter 12's 2-rectified flow: the base flow's copy trained on the pairs it drew (ships for the cpu profile)
+REFLOW = register(Recipe(
+    name="reflow_digits", chapter="12", build=lambda p: UNet(digits_config(p)), objective=lambda p: _reflow_objective(),
+    train_config=reflow_train_config, data=lambda p: _default_start(p).pairs, init=lambda p: _default_start(p).weights,
+    identity=reflow_identity, shipped=SHIPPED_PROFILES, run_name=lambda p: f"reflow-digits-{p}",
+    card_info=CARD_INFO + ("base_train_seconds", "pair_seconds", "extra_seconds", "num_pairs"),
+    script="python benchmarks/train_flows.py"))
 
 
 def reflow_digits_model(
     profile: Profile = "auto", *, run_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
     progress: bool = True, retrain: bool = False, base_run_dir: str | os.PathLike | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The 2-rectified flow of chapter 12 (Liu et al. 2023, Algorithm 1): the base flow
+    """The 2-rectified flow of chapter 12 (Liu et al. 2023, Algorithm 1; :data:`REFLOW`): the base flow
     (:func:`flow_digits_model`) draws one picture from each of :data:`FLOW_REFLOW_PAIRS` statics, and a
     copy of it is trained further on the straight lines between exactly those pairs, with times drawn
     U-shaped and the pseudo-Huber loss (Lee et al. 2024: a one-step sampler uses the velocity at
@@ -170,29 +200,17 @@ def reflow_digits_model(
     """
     check_bool("retrain", retrain)
     prof = resolve_profile(profile)
-    if prof in SHIPPED_PROFILES and run_dir is None and not retrain:
-        return shipped_model(UNet(digits_config(prof)), "reflow_digits", reflow_identity(prof), device)
-    base_dir = Path(base_run_dir) if base_run_dir is not None else runs_dir() / f"flow-digits-{prof}"
-    base, base_info = flow_digits_model(prof, run_dir=base_dir, device=device, progress=progress)  # trained here too
-    cfg, tcfg, objective = digits_config(prof), reflow_train_config(prof), _reflow_objective()
-    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"reflow-digits-{prof}"
+    if prof in REFLOW.shipped and run_dir is None and not retrain:
+        model, info = obtain(REFLOW, prof, device=device)
+        return model, {"objective": _reflow_objective().identity(), **info}
+    run_dir = Path(run_dir) if run_dir is not None else REFLOW.run_dir(prof)
     if retrain:
         for old in run_dir.glob("pairs-*.safetensors"):
             old.unlink()
-    num_pairs = FLOW_REFLOW_PAIRS[prof]
-    pairs, pair_seconds = reflow_pairs_for(base, base_info["sha256"], prof, run_dir, num_pairs=num_pairs,
-                                           device=resolve_device(device))
-    weights = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
-
-    def build() -> nn.Module:  # the base flow's EMA weights, trainable again
-        model = UNet(cfg)
-        model.load_state_dict(weights)
-        return model
-
-    result, cached = train_once(build, objective, pairs, tcfg, run_dir, retrain=retrain, device=device,
-                                progress=progress)
-    info = {**run_info(result, cached, tcfg, prof, run_dir), "objective": objective.identity(),
-            "base_train_seconds": base_info["train_seconds"], "pair_seconds": pair_seconds,
-            "extra_seconds": pair_seconds + result.seconds, "num_pairs": num_pairs, "shipped": False,
-            "sha256": read_state(run_dir)["sha256"]}
-    return result.ema_model, info
+    base_dir = Path(base_run_dir) if base_run_dir is not None else FLOW.run_dir(prof)
+    start = reflow_start(prof, base_dir, run_dir, device=device, progress=progress)
+    recipe = replace(REFLOW, data=lambda p: start.pairs, init=lambda p: start.weights)
+    model, info = obtain(recipe, prof, run_dir=run_dir, device=device, progress=progress, retrain=retrain)
+    return model, {**info, "objective": _reflow_objective().identity(), "base_train_seconds": start.base_info["train_seconds"],
+                   "pair_seconds": start.pair_seconds, "extra_seconds": start.pair_seconds + info["train_seconds"],
+                   "num_pairs": FLOW_REFLOW_PAIRS[prof]}

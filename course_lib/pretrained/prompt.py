@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -14,10 +13,10 @@ from ..data import HATS_TRAIN_SEED
 from ..hats import make_hats_dataset
 from ..models.text import PromptDenoiser, TextEncoder, TextEncoderConfig
 from ..models.unet import UNet, UNetConfig
+from ..optim import TrainConfig
+from ..registry import Recipe, obtain, register
 from ..schedules import NoiseSchedule, make_schedule
-from ..settings import Profile, ResolvedProfile, check_bool, resolve_device, resolve_profile, runs_dir
-from ..training import TrainConfig
-from .core import run_info, train_once
+from ..settings import Profile, ResolvedProfile, check_bool, resolve_profile
 
 PROMPT_SCHEDULE = "cosine"  # small pictures: the cosine schedule keeps more signal for longer (chapter 02)
 # v-prediction (Salimans & Ho 2022, §4): with the cosine schedule's nearly pure noise at large t, an
@@ -73,7 +72,7 @@ def build_prompt_model(recipe: PromptRecipe) -> PromptDenoiser:
     return PromptDenoiser(UNet(recipe.unet), TextEncoder(recipe.text))
 
 
-def _exclude_slug(exclude: Sequence[Any]) -> str:
+def exclude_slug(exclude: Sequence[Any]) -> str:
     """A run-directory suffix naming the held-out combinations, e.g. ``-without-dog-green``."""
     parts = ["-".join(ATTRIBUTE_VALUES[name][i].replace(" ", "") for name, i in resolve_combo(combo).items())
              for combo in exclude]
@@ -91,7 +90,7 @@ def prompt_model(
     holds combinations out (see :func:`course_lib.captions.excluded_mask` for the entry format).
     Training: :func:`course_lib.training.train` with condition dropout 0.1 (the empty prompt), so
     the model supports classifier-free guidance. ``run_dir`` defaults to
-    ``runs/prompts-<profile>[-without-…]`` (see :func:`train_once`).
+    ``runs/prompts-<profile>[-without-…]`` (:func:`prompt_record`, :func:`course_lib.registry.obtain`).
 
     Returns ``(ema_model, schedule, info)``; info keys: ``train_seconds``, ``steps``, ``config``,
     ``train_config``, ``schedule``, ``profile``, ``run_dir``, ``losses``, ``cached``,
@@ -102,14 +101,25 @@ def prompt_model(
     exclude = [tuple(c) if isinstance(c, (list, tuple, set, frozenset)) else c for c in exclude]
     for combo in exclude:
         resolve_combo(combo)  # a typo fails here, naming the allowed values
-    recipe = prompt_recipe(prof)
-    run_dir = Path(run_dir) if run_dir is not None else runs_dir() / f"prompts-{prof}{_exclude_slug(exclude)}"
+    model, info = obtain(prompt_record(exclude), prof, run_dir=run_dir, device=device, progress=progress, retrain=retrain)
+    return model, make_schedule(PROMPT_SCHEDULE), {
+        **info, "schedule": PROMPT_SCHEDULE, "num_images": prompt_recipe(prof).num_images,
+        "exclude": [list(c) if isinstance(c, tuple) else c for c in exclude], "recipe_num_steps": prompt_recipe(prof).num_steps}
+
+
+def _captioned_hats(profile: str, exclude: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    recipe = prompt_recipe(profile)
     data = make_hats_dataset(recipe.num_images, size=recipe.unet.image_size, seed=HATS_TRAIN_SEED, exclude=exclude)
-    tokens = tokenize(data.captions)  # (N, MAX_PROMPT_LENGTH)
-    schedule = make_schedule(PROMPT_SCHEDULE)
-    result, cached = train_once(lambda: build_prompt_model(recipe), schedule, (data.images, tokens), recipe.train,
-                                run_dir, retrain=retrain, device=resolve_device(device), progress=progress)
-    info = {**run_info(result, cached, recipe.train, prof, run_dir), "schedule": PROMPT_SCHEDULE,
-            "num_images": recipe.num_images, "exclude": [list(c) if isinstance(c, tuple) else c for c in exclude],
-            "recipe_num_steps": recipe.num_steps}
-    return result.ema_model.eval(), schedule, info
+    return data.images, tokenize(data.captions)  # (N, 3, H, W), (N, MAX_PROMPT_LENGTH)
+
+
+def prompt_record(exclude: Sequence[Any] = HELD_OUT) -> Recipe:
+    """Chapter 08's prompt model with the combinations ``exclude`` held out, as a record (``runs/prompts-<profile>…``)."""
+    exclude = list(exclude)
+    return Recipe(name="prompts" + exclude_slug(exclude).replace("-", "_"), chapter="08",
+                  build=lambda p: build_prompt_model(prompt_recipe(p)), objective=lambda p: make_schedule(PROMPT_SCHEDULE),
+                  train_config=lambda p: prompt_recipe(p).train, data=lambda p: _captioned_hats(p, exclude),
+                  run_name=lambda p: f"prompts-{p}{exclude_slug(exclude)}")
+
+
+PROMPTS = register(prompt_record())
