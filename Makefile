@@ -9,7 +9,7 @@ PROFILE ?= auto
 BUILD   := build
 BOOK_FLAGS ?=
 
-.PHONY: course course-check test unit notebooks book sweep bench weights install clean
+.PHONY: course course-check gpu-dryrun py313 test unit notebooks book sweep bench weights install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,29 @@ course-check: $(STAMP)
 	for s in 1 2; do \
 	  $(PY) -m course_lib.sweep all --profile cpu --keep-going --seed $$s --only 04 06 07 10 --out $(CHECK)/seed$$s || exit 1; \
 	done
+
+## gpu-dryrun: every chapter with its gpu configuration (sizes, batch sizes, widths, bf16 autocast) on this machine,
+##   every training run and sampler capped to a few steps (settings.capped): what a Colab T4 would execute, in minutes
+gpu-dryrun: $(STAMP)
+	rm -rf $(BUILD)/gpu-dryrun
+	COURSE_GPU_DRYRUN=1 COURSE_RUNS_DIR=$(abspath $(BUILD))/gpu-dryrun/runs COURSE_STATIC=1 PYTHONUNBUFFERED=1 \
+	  $(PY) -m course_lib.sweep all --profile gpu --out $(BUILD)/gpu-dryrun/notebooks
+
+## py313: Colab's Python (3.13) here: a fresh venv resolves and installs the package and its test extra from the
+##   registry (no borrowed site-packages), then runs the core unit tests and chapters 00-03 in the smoke profile
+PY313 ?= $(shell PYENV_VERSION=3.13.0 pyenv which python3.13 2>/dev/null || command -v python3.13)
+CORE_TESTS := tests/test_schedules.py tests/test_forward.py tests/test_samplers.py tests/test_training.py \
+              tests/test_registry.py tests/test_checkpoints.py tests/test_claims.py tests/test_colab.py
+py313:
+	test -n "$(PY313)" || { echo "no python3.13 here (pyenv install 3.13.0)"; exit 1; }
+	rm -rf $(BUILD)/py313
+	$(PY313) -m venv $(BUILD)/py313
+	$(BUILD)/py313/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	COURSE_PROFILE=smoke COURSE_RUNS_DIR=$(abspath $(BUILD))/py313-runs $(BUILD)/py313/bin/python -m pytest -n 2 \
+	  -p no:cacheprovider $(CORE_TESTS) "tests/test_chapters_run.py::test_chapter_runs_in_smoke_profile[00_welcome]" \
+	  "tests/test_chapters_run.py::test_chapter_runs_in_smoke_profile[01_forward_process]" \
+	  "tests/test_chapters_run.py::test_chapter_runs_in_smoke_profile[02_noise_schedules]" \
+	  "tests/test_chapters_run.py::test_chapter_runs_in_smoke_profile[03_denoiser]"
 
 ## book: build the Jupyter Book from the executed notebooks in build/notebooks
 book: $(STAMP)

@@ -43,7 +43,7 @@ from .forward import PREDICTION_TYPES, PredictionType, split_prediction_at
 from .sampler_inputs import check_sampling_inputs
 from .schedules import NoiseSchedule, broadcast_to, sigma_to_t
 from .solvers import EDM_SIGMA_MAX, EDM_SIGMA_MIN, flow_denoiser, karras_sigmas, network_calls, solve_flow, steps_within
-from .settings import check_bool, check_choice, check_float, check_int
+from .settings import capped, check_bool, check_choice, check_float, check_int
 
 FlowSampler = Literal["euler", "heun", "midpoint", "dpmpp_2m", "dpmpp_2m_sde"]
 TimestepSampling = Literal["uniform", "logit_normal", "u_shaped"]
@@ -253,6 +253,7 @@ def sample_flow(
     check_bool("return_trajectory", return_trajectory)
     shape, dev, cond, guidance_scale = check_sampling_inputs(model, shape, noise=noise, generator=generator, cond=cond,
                                                              guidance_scale=guidance_scale, device=device, min_dims=1)
+    num_steps = capped(check_int("num_steps", num_steps, min_value=1))  # a gpu dry run: a few steps
     if sigmas is None and sampler in FLOW_DPM_SAMPLERS:
         sigmas = flow_dpm_sigmas(num_steps, shift=shift)
     elif sigmas is None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .forward import PREDICTION_TYPES, PredictionType
-from .settings import check_bool, check_choice, check_float, check_int
+from .settings import capped, check_bool, check_choice, check_float, check_int, gpu_dryrun
 
 LRSchedule = Literal["warmup-cosine", "warmup-times-cosine", "constant"]
 LR_SCHEDULES: tuple[str, ...] = get_args(LRSchedule)
@@ -57,6 +57,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, min_value=1)
+        if gpu_dryrun():  # a dry run of the gpu profile: every recipe keeps a few steps (settings.capped)
+            object.__setattr__(self, "steps", capped(self.steps))
         check_int("batch_size", self.batch_size, min_value=1)
         check_float("lr", self.lr, min_value=0.0, max_value=1.0)
         check_int("warmup", self.warmup, min_value=0)

@@ -35,7 +35,7 @@ from .forward import (
 from .guidance import cfg_model
 from .sampler_inputs import check_sampling_inputs
 from .schedules import SPACINGS, NoiseSchedule, Spacing, alpha_bar_at, schedule_sigmas, timesteps
-from .settings import check_bool, check_choice, check_float, check_int
+from .settings import capped, check_bool, check_choice, check_float, check_int
 from .solvers import (
     EDM_SIGMA_MAX,
     SIGMA_SAMPLERS,
@@ -311,7 +311,7 @@ def sample(
     """
     check_choice("sampler", sampler, SAMPLERS)
     T = s.num_timesteps
-    num_steps = check_int("num_steps", num_steps, min_value=1, max_value=T)
+    num_steps = capped(check_int("num_steps", num_steps, min_value=1, max_value=T))  # a gpu dry run: a few steps
     eta = check_float("eta", eta, min_value=0.0, max_value=1.0)
     if eta != 0.0 and sampler != "ddim":
         raise ValueError(f"eta={eta} is only used by sampler='ddim'; leave eta=0 for sampler={sampler!r}")

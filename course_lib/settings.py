@@ -7,7 +7,10 @@ A *profile* says how much compute a run may spend (see docs/architecture.md, "Pr
 - ``gpu``: full quality on one GPU.
 - ``auto``: ``gpu`` when a CUDA or MPS device is present, else ``cpu``.
 
-The environment variable ``COURSE_PROFILE``, when set, overrides the parameter.
+The environment variable ``COURSE_PROFILE``, when set, overrides the parameter. ``COURSE_GPU_DRYRUN=1``
+(``make gpu-dryrun``) runs the ``gpu`` configurations on whatever device there is with every training run
+and every sampler capped to :data:`DRYRUN_STEPS` steps (:func:`capped`): the ``gpu`` code paths — sizes,
+batch sizes, widths, bf16 autocast — execute in minutes on a CPU, and run-dependent claims are not enforced.
 
 Every notebook's validation cell calls :func:`setup` (and, for its own parameters, the
 ``check_*`` helpers). Each helper raises :class:`ValueError` naming the parameter and what
@@ -36,6 +39,8 @@ PROFILES: tuple[str, ...] = get_args(Profile)
 DEVICES: tuple[str, ...] = get_args(DeviceName)
 PROFILE_ENV = "COURSE_PROFILE"
 RUNS_ENV = "COURSE_RUNS_DIR"
+DRYRUN_ENV = "COURSE_GPU_DRYRUN"
+DRYRUN_STEPS = 2  # the training and sampler steps a gpu dry run keeps of each run
 #: where the networks that ship trained with the package live (sha256-checked cards next to them)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -170,6 +175,17 @@ def resolve_profile(profile: Profile = "auto") -> ResolvedProfile:
     if profile == "auto":
         return "gpu" if accelerator_available() else "cpu"
     return profile  # type: ignore[return-value]
+
+
+def gpu_dryrun() -> bool:
+    """True in a dry run of the ``gpu`` profile (``COURSE_GPU_DRYRUN`` set to anything but ``0``; ``make gpu-dryrun``)."""
+    return os.environ.get(DRYRUN_ENV, "").strip() not in ("", "0")
+
+
+def capped(steps: int) -> int:
+    """``steps``, or at most :data:`DRYRUN_STEPS` in a gpu dry run: training runs and samplers pass their step
+    counts through here, so a dry run executes every code path of the ``gpu`` recipes with a handful of steps."""
+    return min(steps, DRYRUN_STEPS) if gpu_dryrun() else steps
 
 
 def get_device(device: DeviceName = "auto") -> torch.device:

@@ -59,7 +59,7 @@ from .optim import (
     LATER_FIELDS, LR_SCHEDULES, LRSchedule, TrainConfig, config_identity, ema_decay_at, ema_update, lr_at,
     noisy_classifier_config, optimizer_step,
 )
-from .settings import check_bool, check_int, resolve_device
+from .settings import capped, check_bool, check_int, gpu_dryrun, resolve_device
 
 class TrainResult(NamedTuple):
     """What :func:`train` returns: the trained model, its EMA copy (sample from this one), the
@@ -297,7 +297,7 @@ def _setup(model: nn.Module, objective: Any, images: torch.Tensor, config: Train
     if compile:
         net = torch.compile(net)
     peaks = {name: [g["lr"] for g in opt.param_groups] for name, opt in opts.items()}
-    use_amp = config.amp and dev.type == "cuda" and _native_bf16()
+    use_amp = config.amp and (dev.type == "cuda" and _native_bf16() or gpu_dryrun())  # a dry run: bf16 on the CPU too
     return _Run(model, ema_model, net, objective, opts, peaks, config, gen, dev, cl, use_amp)
 
 
@@ -385,7 +385,7 @@ def train(
     lim = _LIMITS.get()
     compile = lim.compile if compile is None else check_bool("compile", compile)
     every = config.checkpoint_every if lim.checkpoint_every is None else lim.checkpoint_every
-    stop = config.steps if lim.until is None else min(config.steps, lim.until)
+    stop = capped(config.steps if lim.until is None else min(config.steps, lim.until))  # a gpu dry run: a few steps
     _check_objective(objective, config, model, conds)
     callbacks = [] if callback is None else list(callback) if isinstance(callback, (list, tuple)) else [callback]
     dev, where = resolve_device(device), distributed.info()
