@@ -174,6 +174,10 @@ def _last_step_with_wrapped_index(schedule):  # ᾱ_{t−1} at t = 0 read as alp
 
 
 WRONG = {
+    "14_patchify": lambda x, p: x.reshape(x.shape[0], -1, p * p * x.shape[1]),  # a plain reshape: patches scrambled
+    "14_untrained_dit": 1.0,  # "about unit size, like the noise it is asked to predict"
+    "16_unmask_step": lambda x, w, u, t, s: torch.where((x == 25) & (u < s / t), w, x),  # unmasks with the wrong share
+    "16_stickers_left": 3.0,
     "00_static_share": lambda s: 1 - float(s.alphas_cumprod[300]) ** 0.5,  # the shares as halves of 1
     "00_cheat_eraser": _no_noise_eraser,
     "01_posterior_variance": _one_step_posterior_variance,

@@ -80,6 +80,8 @@ from .questions import (
     solution_static_share,
     solution_x0_error,
 )
+from .transformers import check_patchify_alone, check_untrained_dit, solution_patchify, solution_untrained_dit
+from .text_diffusion import check_stickers_left, check_unmask_step, solution_stickers_left, solution_unmask_step
 from .sampling import (
     TinyDenoiser,
     check_cfg_sampler,
@@ -122,12 +124,17 @@ EXERCISES: dict[str, tuple[Callable[..., bool], Callable[..., Any]]] = {
     "11_cross_attention": (check_cross_attention, solution_cross_attention),
     "12_flow_euler": (check_flow_euler, solution_flow_euler),
     "12_reflow_two_atoms": (check_reflow_two_atoms, solution_reflow_two_atoms),
+    "14_patchify": (check_patchify_alone, solution_patchify),
+    "14_untrained_dit": (check_untrained_dit, solution_untrained_dit),
+    "16_unmask_step": (check_unmask_step, solution_unmask_step),
+    "16_stickers_left": (check_stickers_left, solution_stickers_left),
 }
 
 #: the exercises answered by a value: ``check(answer, *inputs)`` with ``answer = solution(*inputs)``
 QUESTIONS: frozenset[str] = frozenset({
     "00_static_share", "02_snr_one_step", "03_x0_error", "04_lazy_eraser", "04_loss_floor", "05_last_step_weights",
     "07_cfg_as_critic_scale", "10_shrunk_crowd_fid", "12_reflow_two_atoms",
+    "14_untrained_dit", "16_stickers_left",
 })
 
 __all__ = ["EXERCISES", "NotTried", "QUESTIONS", "TinyDenoiser", "attempt", "check", "compare_to", *sorted(n for pair in EXERCISES.values() for n in
