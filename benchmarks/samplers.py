@@ -28,7 +28,8 @@ import time
 
 from _cli import apply_common, benchmark_parser, emit, run_conditions, run_main
 from course_lib.data import load_mnist5000
-from course_lib.pretrained import digits_model, flow_digits_model, reflow_digits_model
+from course_lib.one_step_table import one_step_configs, one_step_vs_quality
+from course_lib.pretrained import consistency_model, digits_model, flow_digits_model, meanflow_model, reflow_digits_model
 from course_lib.schedules import SPACINGS
 from course_lib.solvers import EDM_SIGMA_MAX, SIGMA_SAMPLERS, SIGMA_SPACINGS
 from course_lib.steps_table import (
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spacings", action="store_true", help="add every spacing at 20 NFE")
     ap.add_argument("--no-flow", action="store_true", help="leave out the flow and reflow rows (chapter 12)")
+    ap.add_argument("--no-onestep", action="store_true", help="leave out the one-step rows (chapter 15)")
     args = ap.parse_args(argv)
     profile, device = apply_common(args)
     n = args.n_samples or samples_per_row(profile)
@@ -89,6 +91,13 @@ def main(argv: list[str] | None = None) -> dict:
         reflow, reflow_info = reflow_digits_model(profile, device=device, progress=not args.json)
         rows += flow_steps_vs_quality({"flow": flow.eval(), "reflow": reflow.eval()}, real, flow_table_configs(), n,
                                       args.seed, batch_size=args.batch_size, progress=not args.json)
+    onestep_info = None
+    if not args.no_onestep:
+        cm, onestep_info = consistency_model(profile, device=device, progress=not args.json)
+        mf, _ = meanflow_model(profile, device=device, progress=not args.json)
+        rows += one_step_vs_quality({"consistency": cm.eval(), "meanflow": mf.eval()}, real,
+                                    one_step_configs({"consistency": "consistency", "meanflow": "meanflow"}), n,
+                                    args.seed, batch_size=args.batch_size, progress=not args.json)
     best = best_within(rows, TARGET_NFE)
     ratio = best["fid"] / reference_fid(rows)
     result = {
@@ -100,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
         "target": {"nfe": TARGET_NFE, "best": best["label"], "best_fid": best["fid"], "reference_fid": reference_fid(rows),
                    "ratio": ratio, "goal": TARGET_RATIO, "met": ratio <= TARGET_RATIO},
         "best_ratio_at_10": best_ratio_within(rows, 10), "best_ratio_at_4": best_ratio_within(rows, 4),
+        **{f"best_ratio_at_{k}": best_ratio_within(rows, k) if any(r["nfe"] <= k for r in rows) else None for k in (1, 2)},
+        "onestep_train_seconds": onestep_info["extra_seconds"] if onestep_info else None,
         "diffusion_train_seconds": info["train_seconds"],
         "flow_train_seconds": flow_info["train_seconds"] if flow_info else None,
         "reflow_extra_seconds": reflow_info["extra_seconds"] if reflow_info else None,
@@ -116,6 +127,11 @@ def print_table(r: dict) -> None:
     print(f"best within {t['nfe']} NFE: {t['best']} · FID {t['best_fid']:.3f} = {t['ratio']:.2f}× DDPM-1000 "
           f"(goal ≤ {t['goal']}×: {'met' if t['met'] else 'NOT met'}) · wall {r['wall_seconds']:.0f} s")
     print(f"best within 10 NFE: {r['best_ratio_at_10']:.2f}× DDPM-1000 · within 4 NFE: {r['best_ratio_at_4']:.2f}×")
+    for k in (1, 2):
+        if r[f"best_ratio_at_{k}"] is not None:
+            print(f"best within {k} NFE: {r[f'best_ratio_at_{k}']:.2f}× DDPM-1000")
+    if r["onestep_train_seconds"] is not None:
+        print(f"one-step (consistency distillation) training: +{r['onestep_train_seconds']:.0f} s")
     if r["flow_train_seconds"] is not None:
         print(f"training: diffusion {r['diffusion_train_seconds']:.0f} s · flow {r['flow_train_seconds']:.0f} s · "
               f"reflow +{r['reflow_extra_seconds']:.0f} s (pairs + second training)")

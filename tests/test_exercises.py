@@ -174,6 +174,8 @@ def _last_step_with_wrapped_index(schedule):  # ᾱ_{t−1} at t = 0 read as alp
 
 
 WRONG = {
+    "15_consistency_scalings": lambda sigma: (torch.ones_like(sigma), sigma),  # no boundary: f(x, σ_min) ≠ x
+    "15_meanflow_jump": (0.4, 0.4),  # "one jump lands where one Euler step does"
     "14_patchify": lambda x, p: x.reshape(x.shape[0], -1, p * p * x.shape[1]),  # a plain reshape: patches scrambled
     "14_untrained_dit": 1.0,  # "about unit size, like the noise it is asked to predict"
     "16_unmask_step": lambda x, w, u, t, s: torch.where((x == 25) & (u < s / t), w, x),  # unmasks with the wrong share

@@ -49,9 +49,10 @@ def test_optimizer_steps_happen_in_one_module(attribute):
 @pytest.mark.parametrize("reader", ["load_tensors", "load_checkpoint", "resume_run"])
 def test_only_the_registry_and_the_loop_read_weights(reader):
     """Shipped weights are read by course_lib.registry.load_shipped only; cached runs by train()'s resume
-    (checkpoints.resume_run), which the registry's obtain drives. The pairs file of chapter 12's reflow (data,
-    not weights) and a learner's own saved weights (checkpoints.load_weights, chapter 04) are the exceptions."""
-    allowed = {"load_tensors": {"checkpoints.py", "registry.py", "pretrained/flows.py"},
+    (checkpoints.resume_run), which the registry's obtain drives. Data cached beside a run (chapter 12's reflow
+    pairs, chapter 15's teacher paths) goes through checkpoints.cached_tensors, and a learner's own saved weights
+    through checkpoints.load_weights (chapter 04)."""
+    allowed = {"load_tensors": {"checkpoints.py", "registry.py"},
                "load_checkpoint": {"checkpoints.py"}, "resume_run": {"checkpoints.py", "training.py"}}[reader]
     users = set()
     for path in SOURCES:

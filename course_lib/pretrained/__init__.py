@@ -31,6 +31,7 @@ from .flows import (
     FLOW, FLOW_REFLOW_PAIR_STEPS, FLOW_REFLOW_PAIRS, FLOW_REFLOW_SAMPLER, REFLOW, flow_digits_model, flow_identity,
     flow_train_config, reflow_digits_model, reflow_identity, reflow_pairs_for, reflow_train_config,
 )
+from .onestep import CONSISTENCY, CONSISTENCY_FREE, MEANFLOW, consistency_model, meanflow_model
 from .prompt import (
     HELD_OUT, PROMPT_PREDICTION_TYPE, PROMPT_SCHEDULE, PROMPTS, PromptRecipe, build_prompt_model, exclude_slug, prompt_model,
     prompt_recipe, prompt_record,
@@ -40,9 +41,11 @@ from .race import (
 )
 
 #: the records this package registers (course_lib.registry.RECIPES holds them all)
-RECORDS = (DIGITS, DIGITS_RACE, DIGITS_COND, NOISY_CLASSIFIER, PROMPTS, VAE_RECIPE, GAN, FLOW, REFLOW)
+RECORDS = (DIGITS, DIGITS_RACE, DIGITS_COND, NOISY_CLASSIFIER, PROMPTS, VAE_RECIPE, GAN, FLOW, REFLOW, CONSISTENCY,
+           CONSISTENCY_FREE, MEANFLOW)
 
 __all__ = [
+    "CONSISTENCY", "CONSISTENCY_FREE", "MEANFLOW", "consistency_model", "meanflow_model",
     "CARD_FILE", "COND_CARD_INFO", "COND_CPU_STEPS", "COND_PREDICTION_TYPE", "COND_SHIPPED", "DIGITS", "DIGITS_COND",
     "DIGITS_NUM_CLASSES", "DIGITS_RACE", "DIGITS_SCHEDULE", "FLOW", "FLOW_REFLOW_PAIR_STEPS", "FLOW_REFLOW_PAIRS",
     "FLOW_REFLOW_SAMPLER", "GAN", "HELD_OUT", "KeepCheckpoint", "NOISY_CLASSIFIER", "PROMPTS", "PROMPT_PREDICTION_TYPE",

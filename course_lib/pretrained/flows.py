@@ -112,25 +112,25 @@ def reflow_pairs_for(flow_model: nn.Module, base_sha256: str, profile: Profile, 
     import json
     import time
 
-    from ..checkpoints import atomic_save_tensors, load_tensors
+    from ..checkpoints import cached_tensors
     from ..flow import reflow_pairs, sample_flow
 
     steps = FLOW_REFLOW_PAIR_STEPS[resolve_profile(profile)]
     recipe = {"base": base_sha256, "sampler": FLOW_REFLOW_SAMPLER, "steps": steps, "num_pairs": num_pairs, "seed": PAIR_SEED}
     path = run_dir / f"pairs-{hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]}.safetensors"
-    if path.is_file():
-        stored = load_tensors(path)
-        return stored["pairs"], float(stored["seconds"])
-    tic = time.perf_counter()
-    noise = torch.randn((num_pairs, 1, 32, 32), generator=torch.Generator().manual_seed(PAIR_SEED))  # (N, 1, 32, 32)
-    flow_model = flow_model.to(device).eval()
-    images = sample_in_batches(lambda b: sample_flow(flow_model, tuple(b.noise.shape), sampler=FLOW_REFLOW_SAMPLER,
-                                                     num_steps=steps, noise=b.noise, device=device),
-                               num_pairs, batch_size=250, noise=noise, clamp=False)  # deterministic: no draws
-    pairs = reflow_pairs(images, noise)
-    seconds = time.perf_counter() - tic
-    atomic_save_tensors(path, {"pairs": pairs, "seconds": torch.tensor(seconds, dtype=torch.float64)})
-    return pairs, seconds
+
+    def draw() -> dict[str, torch.Tensor]:
+        tic = time.perf_counter()
+        noise = torch.randn((num_pairs, 1, 32, 32), generator=torch.Generator().manual_seed(PAIR_SEED))  # (N, 1, 32, 32)
+        base = flow_model.to(device).eval()
+        images = sample_in_batches(lambda b: sample_flow(base, tuple(b.noise.shape), sampler=FLOW_REFLOW_SAMPLER,
+                                                         num_steps=steps, noise=b.noise, device=device),
+                                   num_pairs, batch_size=250, noise=noise, clamp=False)  # deterministic: no draws
+        seconds = time.perf_counter() - tic
+        return {"pairs": reflow_pairs(images, noise), "seconds": torch.tensor(seconds, dtype=torch.float64)}
+
+    stored = cached_tensors(path, draw)  # kept beside the run: a second call reads them
+    return stored["pairs"], float(stored["seconds"])
 
 
 def reflow_identity(profile: Profile = "auto") -> dict[str, Any]:
