@@ -87,7 +87,7 @@ sweep: $(STAMP)
 ## bench: every measuring script in benchmarks/, printing its table (PROFILE as above). The train_* scripts that
 ##        write shipped weights are not benchmarks: `make weights` runs them.
 WEIGHT_WRITERS := $(addprefix benchmarks/,train_feature_net.py train_attribute_net.py train_scene_judge.py \
-                  train_digits_cond.py train_flows.py train_latent.py train_captions.py train_dit.py train_onestep.py)
+                  train_digits_cond.py train_flows.py train_latent.py train_captions.py train_dit.py train_onestep.py train_clip.py)
 BENCHMARKS := $(filter-out $(WEIGHT_WRITERS),$(wildcard benchmarks/[!_]*.py))
 bench: $(STAMP)
 	for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b --profile $(PROFILE) || exit 1; done

@@ -336,7 +336,8 @@ def obtain(recipe: Recipe | str, profile: Profile = "auto", *, run_dir: str | os
 #: the modules whose import registers the course's records (imported by name here: the registry sits below them)
 RECORD_MODULES: tuple[str, ...] = ("course_lib.models.classifier", "course_lib.models.attributes",
                                    "course_lib.models.scene_judge", "course_lib.pretrained", "course_lib.latent",
-                                   "course_lib.caption_models", "course_lib.painters")
+                                   "course_lib.caption_models", "course_lib.painters", "course_lib.clip",
+                                   "course_lib.clip_conditioning", "course_lib.unclip")
 
 
 def load_all_records() -> dict[str, Recipe]:

@@ -35,6 +35,7 @@ def _features():
 
 #: what each check gets besides the answer (the notebook passes the chapter's own objects)
 INPUTS = {
+    "13_blind_clip_loss": lambda: (8,),
     "00_static_share": lambda: (make_schedule("cosine", 1000),),
     "02_snr_one_step": lambda: (make_schedule("cosine", 1000),),
     "03_x0_error": _x0_error_inputs,
@@ -174,6 +175,8 @@ def _last_step_with_wrapped_index(schedule):  # ᾱ_{t−1} at t = 0 read as alp
 
 
 WRONG = {
+    "13_clip_loss": lambda img, txt, tau: torch.nn.functional.cross_entropy(img @ txt.T / tau, torch.arange(len(img))),
+    "13_blind_clip_loss": lambda n: 1.0 / n,  # "the chance of the right caption", not its negative log
     "15_consistency_scalings": lambda sigma: (torch.ones_like(sigma), sigma),  # no boundary: f(x, σ_min) ≠ x
     "15_meanflow_jump": (0.4, 0.4),  # "one jump lands where one Euler step does"
     "14_patchify": lambda x, p: x.reshape(x.shape[0], -1, p * p * x.shape[1]),  # a plain reshape: patches scrambled

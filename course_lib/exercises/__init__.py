@@ -80,6 +80,7 @@ from .questions import (
     solution_static_share,
     solution_x0_error,
 )
+from .clip import check_blind_clip_loss, check_clip_loss, solution_blind_clip_loss, solution_clip_loss
 from .one_step import check_consistency_scalings, check_meanflow_jump, solution_consistency_scalings, solution_meanflow_jump
 from .transformers import check_patchify_alone, check_untrained_dit, solution_patchify, solution_untrained_dit
 from .text_diffusion import check_stickers_left, check_unmask_step, solution_stickers_left, solution_unmask_step
@@ -125,6 +126,8 @@ EXERCISES: dict[str, tuple[Callable[..., bool], Callable[..., Any]]] = {
     "11_cross_attention": (check_cross_attention, solution_cross_attention),
     "12_flow_euler": (check_flow_euler, solution_flow_euler),
     "12_reflow_two_atoms": (check_reflow_two_atoms, solution_reflow_two_atoms),
+    "13_clip_loss": (check_clip_loss, solution_clip_loss),
+    "13_blind_clip_loss": (check_blind_clip_loss, solution_blind_clip_loss),
     "14_patchify": (check_patchify_alone, solution_patchify),
     "14_untrained_dit": (check_untrained_dit, solution_untrained_dit),
     "15_consistency_scalings": (check_consistency_scalings, solution_consistency_scalings),
@@ -137,7 +140,7 @@ EXERCISES: dict[str, tuple[Callable[..., bool], Callable[..., Any]]] = {
 QUESTIONS: frozenset[str] = frozenset({
     "00_static_share", "02_snr_one_step", "03_x0_error", "04_lazy_eraser", "04_loss_floor", "05_last_step_weights",
     "07_cfg_as_critic_scale", "10_shrunk_crowd_fid", "12_reflow_two_atoms",
-    "14_untrained_dit", "15_meanflow_jump", "16_stickers_left",
+    "13_blind_clip_loss", "14_untrained_dit", "15_meanflow_jump", "16_stickers_left",
 })
 
 __all__ = ["EXERCISES", "NotTried", "QUESTIONS", "TinyDenoiser", "attempt", "check", "compare_to", *sorted(n for pair in EXERCISES.values() for n in

@@ -1,0 +1,256 @@
+"""DALL·E 2's way (unCLIP): a prior from caption vectors to picture vectors, a decoder from picture vectors to
+pictures (chapter 13).
+
+Ramesh et al. 2022 ("Hierarchical text-conditional image generation with CLIP latents", §2 and Figure 2) draw
+a picture for a caption y in two steps, both diffusion models:
+
+    caption y ─ CLIP text ─ z_y ─ **prior** P(z_i | y) ─ picture vector z_i ─ **decoder** P(x | z_i) ─ picture x
+
+The **prior** (§2.2; a diffusion model on vectors that predicts z_i itself, as theirs does) turns the caption's
+CLIP vector into a CLIP *picture* vector: a caption leaves things open (the background, when not named), and the
+prior draws one of the pictures it could mean. The **decoder** (§2.1; the CLIP picture vector added to the time
+embedding, as theirs does besides its extra tokens) paints a picture from a picture vector. What only this design
+gives: **variations** — encode a picture, decode its vector with new noise — and **walks** between two pictures'
+vectors (§3.1–3.2), by slerp on the sphere.
+
+Here the decoder is a latent denoiser of chapter 11's size (:class:`course_lib.models.unet.UNet` with
+``cond_dim`` = CLIP's size) started from chapter 11's pooled-prompt denoiser's U-Net, which already reads one
+vector added to its time embedding; it learns in :func:`decoder_config`'s steps to read CLIP picture vectors instead.
+CLIP vectors are unit vectors; both models see them times √D, so that each number is of size about 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from .clip import clip_identity, clip_model, clip_recipe, image_vectors, random_captions
+from .data import SCENES_TRAIN_SEED
+from .guidance import cfg_model
+from .latent.pipeline import (
+    LATENT_DDIM,
+    LATENT_PREDICTION_TYPE,
+    LATENT_SCHEDULE,
+    autoencoder_identity,
+    autoencoder_model,
+    latent_identity,
+    latent_model,
+    latent_recipe,
+    scene_latents,
+)
+from .models.autoencoder import Autoencoder, decode_latents
+from .models.clip import CLIP, PriorConfig, VectorPrior
+from .models.embeddings import PositionEmbedding
+from .models.unet import UNet
+from .optim import TrainConfig, config_identity
+from .registry import Recipe, obtain, register
+from .samplers import sample, slerp
+from .scenes import make_scenes
+from .schedules import make_schedule
+from .settings import Profile, check_float, check_int, resolve_profile
+
+PRIOR_SCHEDULE = "cosine"
+PRIOR_PREDICTION_TYPE = "sample"  # the prior predicts the picture vector itself (Ramesh et al. 2022, §2.2)
+PRIOR_PHRASINGS = 4  # captions drawn per training scene for the prior's pairs
+DEFAULT_PRIOR_GUIDANCE = 2.0
+DEFAULT_DECODER_GUIDANCE = 3.0
+
+
+def vector_scale(model: CLIP) -> float:
+    """√D: CLIP's unit vectors times this have numbers of size about 1."""
+    return math.sqrt(model.config.embed_dim)
+
+
+# ----------------------------------------------------------------------------- the prior
+def prior_config(profile: Profile = "auto") -> tuple[PriorConfig, int, TrainConfig]:
+    """The prior's network, training scenes and training config for a profile."""
+    prof = resolve_profile(profile)
+    d = clip_recipe(prof).config.embed_dim
+    if prof == "smoke":
+        return PriorConfig(d, d, hidden=32, num_blocks=1), 64, TrainConfig(
+            steps=4, batch_size=16, lr=1e-3, warmup=1, checkpoint_every=0, ema_decay=0.9, cond_drop_prob=0.1,
+            prediction_type=PRIOR_PREDICTION_TYPE)
+    return PriorConfig(d, d, hidden=256 if prof == "cpu" else 512, num_blocks=4), clip_recipe(prof).num_images, TrainConfig(
+        steps=3000 if prof == "cpu" else 10000, batch_size=256, lr=1e-3, warmup=100, checkpoint_every=1000,
+        ema_decay=0.999, cond_drop_prob=0.1, prediction_type=PRIOR_PREDICTION_TYPE)
+
+
+def _prior_pairs(profile: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(picture vectors, caption vectors) × √D: CLIP's own training scenes, each with :data:`PRIOR_PHRASINGS` captions."""
+    clip, _ = clip_model(profile, progress=False)  # (outside no_grad: it may have to train)
+    data = make_scenes(prior_config(profile)[1], seed=SCENES_TRAIN_SEED)
+    captions = random_captions(data.attributes.repeat(PRIOR_PHRASINGS, 1), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pictures = image_vectors(clip, data.images).repeat(PRIOR_PHRASINGS, 1)
+        text = torch.cat([clip.encode_text(captions[i:i + 2048]) for i in range(0, len(captions), 2048)]).cpu()
+    return pictures * vector_scale(clip), text * vector_scale(clip)
+
+
+#: unCLIP's prior (ships for the cpu profile)
+PRIOR = register(Recipe(
+    name="unclip_prior", chapter="13", build=lambda p: VectorPrior(prior_config(p)[0]),
+    objective=lambda p: make_schedule(PRIOR_SCHEDULE), train_config=lambda p: prior_config(p)[2], data=_prior_pairs,
+    identity=lambda p: {"config": prior_config(p)[0].to_dict(), "num_images": prior_config(p)[1],
+                        "phrasings": PRIOR_PHRASINGS, "train": config_identity(prior_config(p)[2]),
+                        "schedule": PRIOR_SCHEDULE, "clip": clip_identity(p), "data_seed": SCENES_TRAIN_SEED},
+    shipped=("cpu",), run_name=lambda p: f"unclip-prior-{p}", loss_every=20,
+    card_info=("losses", "steps", "train_seconds", "profile"), script="python benchmarks/train_clip.py"))
+
+
+# ----------------------------------------------------------------------------- the decoder
+def decoder_config(profile: Profile = "auto") -> TrainConfig:
+    """Chapter 11's latent recipe (batch, condition dropout, v-prediction), fewer steps from its pooled U-Net."""
+    prof = resolve_profile(profile)
+    base = latent_recipe(prof).train
+    return base if prof == "smoke" else replace(base, steps=1400 if prof == "cpu" else 4000, lr=1e-3, warmup=50,
+                                                ema_decay=0.995, checkpoint_every=200)
+
+
+def build_decoder(profile: Profile = "auto") -> UNet:
+    """Chapter 11's latent U-Net with ``cond_dim`` = CLIP's size and its position map after the stem."""
+    recipe = latent_recipe(profile)
+    model = UNet(replace(recipe.unet, cond_dim=clip_recipe(profile).config.embed_dim))
+    model.stem = nn.Sequential(model.stem, PositionEmbedding(recipe.unet.widths[0], recipe.unet.resolutions[0]))
+    return model
+
+
+def _decoder_start(profile: str) -> dict[str, torch.Tensor]:
+    """Chapter 11's pooled-prompt denoiser's U-Net (it reads one vector added to its time embedding)."""
+    ae, ae_info = autoencoder_model(profile, progress=False)
+    pooled, _, _ = latent_model(profile, "pooled", ae=ae, scale_factor=ae_info["scale_factor"], progress=False)
+    return {k[len("unet."):]: v for k, v in pooled.state_dict().items() if k.startswith("unet.")}
+
+
+def _decoder_pairs(profile: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chapter 11's training latents and the CLIP picture vectors (× √D) of the same scenes."""
+    ae, ae_info = autoencoder_model(profile, progress=False)  # (outside no_grad: they may have to train)
+    clip, _ = clip_model(profile, progress=False)
+    data = make_scenes(latent_recipe(profile).num_images, seed=SCENES_TRAIN_SEED)
+    with torch.no_grad():
+        return scene_latents(ae, data.images, ae_info["scale_factor"]), image_vectors(clip, data.images) * vector_scale(clip)
+
+
+#: unCLIP's decoder (ships for the cpu profile)
+DECODER = register(Recipe(
+    name="unclip_decoder", chapter="13", build=build_decoder, objective=lambda p: make_schedule(LATENT_SCHEDULE),
+    train_config=decoder_config, data=_decoder_pairs, init=_decoder_start,
+    identity=lambda p: {"conditioning": "clip_image_vector", "unet": latent_recipe(p).unet.to_dict(),
+                        "clip": clip_identity(p), "init": latent_identity(latent_recipe(p), "pooled"),
+                        "train": config_identity(decoder_config(p)), "schedule": LATENT_SCHEDULE,
+                        "num_images": latent_recipe(p).num_images, "data_seed": SCENES_TRAIN_SEED,
+                        "autoencoder": autoencoder_identity(latent_recipe(p))},
+    shipped=("cpu",), run_name=lambda p: f"unclip-decoder-{p}", loss_every=10,
+    card_info=("losses", "steps", "train_seconds", "profile"), script="python benchmarks/train_clip.py"))
+
+
+# ----------------------------------------------------------------------------- the pipeline
+class UnCLIP(NamedTuple):
+    """The pieces of unCLIP: the CLIP, the prior, the decoder, the autoencoder and its latent scale."""
+
+    clip: CLIP
+    prior: VectorPrior
+    decoder: UNet
+    autoencoder: Autoencoder
+    scale_factor: float
+    num_steps: int
+
+
+def load_unclip(profile: Profile = "auto", *, progress: bool = True) -> tuple[UnCLIP, dict[str, Any]]:
+    """Every piece (shipped for ``cpu``, sha256 and recipe checked; else trained once and cached) and their infos."""
+    prof = resolve_profile(profile)
+    clip, clip_info = clip_model(prof, progress=progress)
+    prior, prior_info = obtain(PRIOR, prof, progress=progress)
+    decoder, decoder_info = obtain(DECODER, prof, progress=progress)
+    ae, ae_info = autoencoder_model(prof, progress=progress)
+    return (UnCLIP(clip, prior, decoder, ae, ae_info["scale_factor"], latent_recipe(prof).num_steps),
+            {"clip": clip_info, "prior": prior_info, "decoder": decoder_info})
+
+
+@torch.no_grad()
+def prior_sample(u: UnCLIP, text: torch.Tensor, *, seed: int = 0, guidance_scale: float = DEFAULT_PRIOR_GUIDANCE,
+                 num_steps: int = 25) -> torch.Tensor:
+    """Picture vectors (N, D), unit length, drawn by the prior for caption vectors ``text`` (N, D) (unit length):
+    DDIM on trailing steps, classifier-free guidance ``guidance_scale`` towards the caption."""
+    s, k = vector_scale(u.clip), check_int("num_steps", num_steps, min_value=1)
+    z = sample(cfg_model(u.prior, check_float("guidance_scale", guidance_scale, min_value=0.0)), make_schedule(PRIOR_SCHEDULE),
+               tuple(text.shape), sampler="ddim", num_steps=k, cond=text * s, generator=torch.Generator().manual_seed(seed),
+               progress=False, prediction_type=PRIOR_PREDICTION_TYPE, spacing="trailing", clip_sample=False)
+    return torch.nn.functional.normalize(z, dim=-1)
+
+
+@torch.no_grad()
+def decode(u: UnCLIP, vectors: torch.Tensor, *, seed: int = 0, guidance_scale: float = DEFAULT_DECODER_GUIDANCE,
+           noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Pictures (N, 3, 64, 64) painted from CLIP picture vectors (N, D) (unit length): chapter 11's DDIM with
+    classifier-free guidance towards the vector, then the decoder. ``noise``: the starting latents (N, 4, 16, 16)."""
+    shape = (len(vectors), *u.autoencoder.config.latent_shape)
+    z = sample(cfg_model(u.decoder, check_float("guidance_scale", guidance_scale, min_value=0.0)),
+               make_schedule(LATENT_SCHEDULE), shape, sampler="ddim", num_steps=u.num_steps,
+               cond=vectors * vector_scale(u.clip), generator=torch.Generator().manual_seed(seed), noise=noise,
+               progress=False, prediction_type=LATENT_PREDICTION_TYPE, **LATENT_DDIM)
+    return decode_latents(u.autoencoder, z / u.scale_factor)
+
+
+def unclip_text_to_image(u: UnCLIP, prompts: Sequence[str], *, per_prompt: int = 1, seed: int = 0,
+                         prior_guidance: float = DEFAULT_PRIOR_GUIDANCE,
+                         decoder_guidance: float = DEFAULT_DECODER_GUIDANCE) -> torch.Tensor:
+    """caption → CLIP text vector → prior → picture vector → decoder → picture, ``per_prompt`` each (N·per, 3, 64, 64)."""
+    if isinstance(prompts, str):
+        raise ValueError(f"prompts must be a list of strings, e.g. [{prompts!r}]")
+    text = u.clip.encode_text(list(prompts)).cpu().repeat_interleave(check_int("per_prompt", per_prompt, min_value=1), 0)
+    vectors = prior_sample(u, text, seed=seed, guidance_scale=prior_guidance)
+    return decode(u, vectors, seed=seed + 1, guidance_scale=decoder_guidance)
+
+
+def variations(u: UnCLIP, picture: torch.Tensor, n: int, *, seed: int = 0) -> torch.Tensor:
+    """``n`` new pictures (n, 3, 64, 64) from one picture's CLIP vector, each from its own noise (§3.1)."""
+    vector = image_vectors(u.clip, picture[None] if picture.dim() == 3 else picture[:1])  # (1, D)
+    return decode(u, vector.expand(check_int("n", n, min_value=1), -1), seed=seed)
+
+
+def walk(u: UnCLIP, a: torch.Tensor, b: torch.Tensor, steps: int, *, seed: int = 0) -> torch.Tensor:
+    """Pictures (steps, 3, 64, 64) along the slerp between two pictures' CLIP vectors, all from one noise (§3.2)."""
+    steps = check_int("steps", steps, min_value=2)
+    va, vb = image_vectors(u.clip, torch.stack([a, b])).split(1)
+    path = torch.cat([slerp(va, vb, float(w)) for w in torch.linspace(0, 1, steps)])  # (steps, D)
+    noise = torch.randn((1, *u.autoencoder.config.latent_shape), generator=torch.Generator().manual_seed(seed))
+    return decode(u, torch.nn.functional.normalize(path, dim=-1), noise=noise.expand(steps, -1, -1, -1).contiguous())
+
+
+def prior_reading(u: UnCLIP, captions: Sequence[str], *, seed: int = 0) -> dict[str, float]:
+    """How well the prior's picture vectors say what their captions ask: ``reads_as_asked`` is the share of drawn
+    vectors whose zero-shot reading (the best of the 672 scene captions, :func:`course_lib.clip.zero_shot_read`'s
+    rule) holds every attribute its caption names; ``cosine`` their mean cosine with the caption's own vector."""
+    from .clip import all_scene_rows, caption_vectors
+    from .scenes import parse_scene_prompt
+
+    text = u.clip.encode_text(list(captions)).cpu() if len(captions) else torch.zeros(0, u.clip.config.embed_dim)
+    drawn = prior_sample(u, text.detach(), seed=seed)
+    rows = all_scene_rows()
+    read = rows[(drawn @ caption_vectors(u.clip, rows).T).argmax(1)]
+    asked = torch.stack([parse_scene_prompt(c) for c in captions])
+    return {"reads_as_asked": float(((read == asked) | (asked == -1)).all(1).float().mean()),
+            "cosine": float((drawn * text).sum(-1).mean().detach())}
+
+
+def unclip_prompt_accuracy(u: UnCLIP, prompts: Sequence[str], *, per_prompt: int = 8, seed: int = 0,
+                           **guidance: float) -> dict[str, Any]:
+    """Share of unCLIP's pictures in which chapter 11's scene judge sees everything each prompt asked."""
+    from .models.scene_judge import scene_matches
+    from .scenes import parse_scene_prompt
+
+    images = unclip_text_to_image(u, prompts, per_prompt=per_prompt, seed=seed, **guidance)
+    asked = torch.stack([parse_scene_prompt(p) for p in prompts]).repeat_interleave(per_prompt, 0)
+    ok = scene_matches(images, asked).float().view(len(prompts), per_prompt)
+    return {"accuracy": float(ok.mean()), "per_prompt": {p: float(o.mean()) for p, o in zip(prompts, ok)}, "images": images}
+
+
+__all__ = [
+    "DECODER", "DEFAULT_DECODER_GUIDANCE", "DEFAULT_PRIOR_GUIDANCE", "PRIOR", "UnCLIP", "build_decoder", "decode",
+    "decoder_config", "load_unclip", "prior_config", "prior_reading", "prior_sample", "unclip_prompt_accuracy", "unclip_text_to_image",
+    "variations", "vector_scale", "walk",
+]
