@@ -12,19 +12,17 @@ images with the same FID, and returns rows in the same format, so ``steps_table.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence, get_args
 
 import torch
-from tqdm.auto import tqdm
 
-from .batches import Batch, sample_in_batches
+from .batches import Batch
 from .consistency import SIGMA_LOW, consistency_sigmas, sample_consistency
 from .meanflow import sample_meanflow
-from .metrics import fid
 from .settings import check_choice, check_int
 from .solvers import EDM_SIGMA_MAX
+from .steps_table import score_rows
 
 OneStepKind = Literal["consistency", "meanflow"]
 ONE_STEP_KINDS: tuple[str, ...] = get_args(OneStepKind)
@@ -71,29 +69,19 @@ def one_step_vs_quality(
     n_samples: int, seed: int = 0, *, batch_size: int = 250, progress: bool = True,
     fid_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
 ) -> list[dict[str, Any]]:
-    """FID and wall time of each row (the format of :func:`course_lib.steps_table.steps_vs_quality`)."""
-    n_samples = check_int("n_samples", n_samples, min_value=2)
-    seed = check_int("seed", seed, min_value=0)
-    configs = list(configs)
-    missing = sorted({c.model for c in configs} - set(models))
-    if missing:
-        raise ValueError(f"configs name models {missing} that are not in models (have: {sorted(models)})")
-    fid_fn = fid if fid_fn is None else fid_fn
-    noise = torch.randn((n_samples, *real.shape[1:]), generator=torch.Generator().manual_seed(seed))  # (N, C, H, W)
-    rows = []
-    for config in tqdm(configs, disable=not progress, desc="one-step models", leave=False):
-        def draw(b: Batch, c: OneStepRowConfig = config) -> torch.Tensor:
-            dev = next(models[c.model].parameters()).device if isinstance(models[c.model], torch.nn.Module) else b.noise.device
-            return draw_one_step(models[c.model], c.kind, b.noise.to(dev), c.calls, b.generator).cpu()
+    """FID and wall time of each row (the format of :func:`course_lib.steps_table.steps_vs_quality`, through
+    :func:`course_lib.steps_table.score_rows`)."""
+    def draw(b: Batch, c: OneStepRowConfig) -> torch.Tensor:
+        dev = next(models[c.model].parameters()).device if isinstance(models[c.model], torch.nn.Module) else b.noise.device
+        return draw_one_step(models[c.model], c.kind, b.noise.to(dev), c.calls, b.generator).cpu()
 
-        tic = time.perf_counter()
-        fake = sample_in_batches(draw, n_samples, batch_size=batch_size, seed=seed + 1, seeds="per_batch", noise=noise,
-                                 progress=progress, desc=config.label)
-        rows.append({"label": config.label, "sampler": f"{config.model}_{config.kind}", "steps": config.calls,
-                     "nfe": config.calls, "spacing": "", "eta": 0.0, "clip_sample": config.kind == "consistency",
-                     "sigma_max": EDM_SIGMA_MAX if config.kind == "consistency" else None,
-                     "fid": float(fid_fn(real, fake.to(real.device))), "seconds": time.perf_counter() - tic})
-    return rows
+    def describe(c: OneStepRowConfig) -> dict[str, Any]:
+        return {"label": c.label, "sampler": f"{c.model}_{c.kind}", "steps": c.calls, "nfe": c.calls, "spacing": "",
+                "eta": 0.0, "clip_sample": c.kind == "consistency",
+                "sigma_max": EDM_SIGMA_MAX if c.kind == "consistency" else None}
+
+    return score_rows(models, real, configs, n_samples, seed, draw, describe, batch_size=batch_size, progress=progress,
+                      fid_fn=fid_fn, desc="one-step models")
 
 
 __all__ = ["CONSISTENCY_SIGMA_LOW", "ONE_STEP_CALLS", "ONE_STEP_KINDS", "OneStepKind", "OneStepRowConfig", "draw_one_step",

@@ -287,13 +287,15 @@ def flow_table_configs(models: Sequence[str] = ("flow", "reflow"), *, nfe: Seque
     return rows
 
 
-def flow_steps_vs_quality(
-    models: dict[str, Callable[..., torch.Tensor]], real: torch.Tensor, configs: Sequence[FlowRowConfig],
-    n_samples: int, seed: int = 0, *, batch_size: int = 250, progress: bool = True,
-    fid_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
+def score_rows(
+    models: dict[str, Any], real: torch.Tensor, configs: Sequence[Any], n_samples: int, seed: int,
+    draw: Callable[[Batch, Any], torch.Tensor], describe: Callable[[Any], dict[str, Any]], *, batch_size: int = 250,
+    progress: bool = True, fid_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None, desc: str = "samplers",
 ) -> list[dict[str, Any]]:
-    """:func:`steps_vs_quality` for velocity models (chapter 12): the same starting noises (same ``seed``),
-    the same FID, rows in the same format (``spacing`` holds ``shift …``; ``eta`` 0, no clamp)."""
+    """The rows of a steps-vs-quality table for any family of models: each config's pictures, drawn by
+    ``draw(batch, config)`` from the same starting noises (seed ``seed``; the per-step draws seeded ``seed + 1 +
+    batch``), their FID against ``real`` and the wall time, with ``describe(config)`` (label, sampler, steps, nfe,
+    spacing, eta, clip_sample, sigma_max). The flow rows of chapter 12 and the one-step rows of chapter 15 use it."""
     n_samples = check_int("n_samples", n_samples, min_value=2)
     seed = check_int("seed", seed, min_value=0)
     configs = list(configs)
@@ -303,19 +305,33 @@ def flow_steps_vs_quality(
     fid_fn = fid if fid_fn is None else fid_fn
     noise = torch.randn((n_samples, *real.shape[1:]), generator=torch.Generator().manual_seed(seed))  # (N, C, H, W)
     rows = []
-    for config in tqdm(configs, disable=not progress, desc="flow samplers", leave=False):
-        def draw(b: Batch, c: FlowRowConfig = config) -> torch.Tensor:
-            return sample_flow(models[c.model], tuple(b.noise.shape), sampler=c.sampler, num_steps=c.num_steps,
-                               shift=c.shift, noise=b.noise, generator=b.generator)
-
+    for config in tqdm(configs, disable=not progress, desc=desc, leave=False):
+        row = describe(config)
         tic = time.perf_counter()
-        fake = sample_in_batches(draw, n_samples, batch_size=batch_size, seed=seed + 1, seeds="per_batch",
-                                 noise=noise, progress=progress, desc=config.label)
+        fake = sample_in_batches(lambda b, c=config: draw(b, c), n_samples, batch_size=batch_size, seed=seed + 1,
+                                 seeds="per_batch", noise=noise, progress=progress, desc=row["label"])
         seconds = time.perf_counter() - tic
-        rows.append({"label": config.label, "sampler": f"{config.model}_{config.sampler}", "steps": config.num_steps,
-                     "nfe": config.nfe, "spacing": f"shift {config.shift:g}", "eta": 0.0, "clip_sample": False,
-                     "sigma_max": None, "fid": float(fid_fn(real, fake.clamp(-1, 1).to(real.device))), "seconds": seconds})
+        rows.append({**row, "fid": float(fid_fn(real, fake.to(real.device))), "seconds": seconds})
     return rows
+
+
+def flow_steps_vs_quality(
+    models: dict[str, Callable[..., torch.Tensor]], real: torch.Tensor, configs: Sequence[FlowRowConfig],
+    n_samples: int, seed: int = 0, *, batch_size: int = 250, progress: bool = True,
+    fid_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`steps_vs_quality` for velocity models (chapter 12): the same starting noises (same ``seed``),
+    the same FID, rows in the same format (``spacing`` holds ``shift …``; ``eta`` 0, no clamp)."""
+    def draw(b: Batch, c: FlowRowConfig) -> torch.Tensor:
+        return sample_flow(models[c.model], tuple(b.noise.shape), sampler=c.sampler, num_steps=c.num_steps,
+                           shift=c.shift, noise=b.noise, generator=b.generator)
+
+    def describe(c: FlowRowConfig) -> dict[str, Any]:
+        return {"label": c.label, "sampler": f"{c.model}_{c.sampler}", "steps": c.num_steps, "nfe": c.nfe,
+                "spacing": f"shift {c.shift:g}", "eta": 0.0, "clip_sample": False, "sigma_max": None}
+
+    return score_rows(models, real, configs, n_samples, seed, draw, describe, batch_size=batch_size, progress=progress,
+                      fid_fn=fid_fn, desc="flow samplers")
 
 
 def best_ratio_within(rows: Sequence[dict[str, Any]], nfe: int) -> float:
