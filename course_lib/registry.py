@@ -28,7 +28,7 @@ import argparse
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -99,7 +99,6 @@ class Recipe:
     ema: bool = True
     script: str = ""
     chapter: str = ""
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         trains = self.stages is not None or (self.objective is not None and self.train_config is not None)
