@@ -6,11 +6,13 @@ Both writers are ``course_lib.caption_models`` records (same network size, data,
 ``scenes.parse_scene_prompt``), in the grammar's language, distinct share, coverage of the training
 scene rows, held-out compositions produced — and the wall time per caption (batches of 500). The
 diffusion writer uses ``--steps`` steps of random remasking (default 24: exactly one token per network
-call, its default in the chapter); then the steps-versus-validity curve for ancestral, random and
+call, its default in the chapter); both writers draw each word from its ``--top-p`` nucleus (default
+0.95, ``caption_models.TOP_P``), and are scored once more drawing straight from p_θ (top-p 1:
+``validity_full``, ``ar_validity_full``); then the steps-versus-validity curve for ancestral, random and
 confidence (LLaDA) remasking; then infilling: 30 % of the words of fresh captions covered and filled
 in (validity = parses and keeps every visible word).
 
-    python benchmarks/text_diffusion.py [--profile auto] [--num 1000] [--steps 24] [--chapter [--chapter-out DIR]] [--json]
+    python benchmarks/text_diffusion.py [--profile auto] [--num 1000] [--steps 24] [--top-p 0.95] [--chapter [--chapter-out DIR]] [--json]
 
 ``--chapter`` also runs chapter 16 in the same profile with papermill (before the measurements, on
 a machine that is otherwise idle) and reports its wall time (``chapter_seconds``; null without it). The targets of issue 29 (cpu): validity ≥ 0.98,
@@ -29,13 +31,14 @@ from _cli import apply_common, benchmark_parser, emit, run_conditions, run_main
 from course_lib.caption_models import (
     MASKED_CAPTIONS,
     NEXT_WORD_CAPTIONS,
+    TOP_P,
     infill_scores,
     reference_captions,
     training_captions,
     writer_scores,
 )
 from course_lib.registry import obtain
-from course_lib.settings import check_int
+from course_lib.settings import check_float, check_int
 from course_lib.text_diffusion import REMASKING
 
 CURVE_STEPS = (1, 2, 4, 8, 16, 24, 48)
@@ -46,12 +49,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap = benchmark_parser(__doc__)
     ap.add_argument("--num", type=int, default=1000, help="captions per score")
     ap.add_argument("--steps", type=int, default=24, help="the diffusion writer's unmasking steps")
+    ap.add_argument("--top-p", type=float, default=TOP_P, help="each word from its nucleus of this mass (1: from p_θ)")
     ap.add_argument("--chapter", action="store_true", help="also run chapter 16 and time it")
     ap.add_argument("--chapter-out", type=Path, default=None, help="keep the executed chapter in this folder")
     args = ap.parse_args(argv)
     profile, device = apply_common(args, cpu_for_smoke=True)
     num = check_int("--num", args.num, min_value=1, max_value=100_000)
     steps = check_int("--steps", args.steps, min_value=1, max_value=10_000)
+    top_p = check_float("--top-p", args.top_p, min_value=0.0, max_value=1.0)
     chapter_seconds = None
     if args.chapter:
         from course_lib.sweep import run_notebook
@@ -65,16 +70,21 @@ def main(argv: list[str] | None = None) -> dict:
     diffusion, d_info = obtain(MASKED_CAPTIONS, profile, device=device, progress=not args.json)
     next_word, a_info = obtain(NEXT_WORD_CAPTIONS, profile, device=device, progress=not args.json)
     train = training_captions(profile)
-    scores = writer_scores(diffusion, num, train, writer="diffusion", num_steps=steps)
-    ar = writer_scores(next_word, num, train, writer="next_word")
-    curve = [{"remasking": rm, "steps": n, **writer_scores(diffusion, num, train, num_steps=n, remasking=rm)}
+    scores = writer_scores(diffusion, num, train, writer="diffusion", num_steps=steps, top_p=top_p)
+    ar = writer_scores(next_word, num, train, writer="next_word", top_p=top_p)
+    full = writer_scores(diffusion, num, train, writer="diffusion", num_steps=steps, top_p=1.0)
+    ar_full = writer_scores(next_word, num, train, writer="next_word", top_p=1.0)
+    curve = [{"remasking": rm, "steps": n, **writer_scores(diffusion, num, train, num_steps=n, remasking=rm, top_p=top_p)}
              for rm in REMASKING for n in CURVE_STEPS]
-    filled = infill_scores(diffusion, reference_captions(num), share=0.3, num_steps=steps)
+    filled = infill_scores(diffusion, reference_captions(num), share=0.3, num_steps=steps, top_p=top_p)
     result = {
         "benchmark": "text_diffusion", "profile": profile, **run_conditions(device), "num": num, "steps": steps,
+        "top_p": top_p,
         "validity": scores["validity"], "in_language": scores["in_language"], "distinct_share": scores["distinct_share"],
         "row_coverage": scores["row_coverage"], "held_out_produced": int(scores["held_out_count"]),
         "infill_validity": filled["infill_validity"], "infill_original": filled["infill_original"],
+        "validity_full": full["validity"], "distinct_share_full": full["distinct_share"],
+        "ar_validity_full": ar_full["validity"], "ar_distinct_share_full": ar_full["distinct_share"],
         "ar_validity": ar["validity"], "ar_in_language": ar["in_language"], "ar_distinct_share": ar["distinct_share"],
         "ar_row_coverage": ar["row_coverage"], "ar_held_out_produced": int(ar["held_out_count"]),
         "seconds_per_caption": scores["seconds_per_caption"], "ar_seconds_per_caption": ar["seconds_per_caption"],
@@ -96,6 +106,9 @@ def print_table(r: dict) -> None:
     print(f"{'next word':<28}{r['ar_validity']:>7.3f}{r['ar_in_language']:>9.3f}{r['ar_distinct_share']:>10.3f}"
           f"{r['ar_row_coverage']:>7.3f}{r['ar_held_out_produced']:>10d}{r['ar_seconds_per_caption']:>11.5f}"
           f"{r['ar_train_seconds']:>9.0f}")
+    print(f"(each word from its {r['top_p']:.2f} nucleus; straight from p_θ: diffusion valid {r['validity_full']:.3f}, "
+          f"distinct {r['distinct_share_full']:.3f} · next word valid {r['ar_validity_full']:.3f}, "
+          f"distinct {r['ar_distinct_share_full']:.3f})")
     for c in r["curve"]:
         print(f"  {c['remasking']:<10} {c['steps']:>3} steps: valid {c['validity']:.3f} · in language {c['in_language']:.3f}"
               f" · distinct {c['distinct_share']:.3f} · {c['seconds_per_caption'] * 1000:.2f} ms/caption")

@@ -3,7 +3,8 @@
 Both records of ``course_lib.caption_models`` (``masked_captions``: masked diffusion;
 ``next_word_captions``: the next-word baseline of the same size, data, steps and batch) are obtained
 with ``registry.obtain`` for ``--profile`` (resuming their cached runs under ``runs/``), scored on
-``--num`` captions each (the diffusion writer with 24 steps of random remasking, its default) and
+``--num`` captions each (the diffusion writer with 24 steps of random remasking, its default; both
+drawing each word from its ``caption_models.TOP_P`` nucleus, recorded in the scores as ``top_p``) and
 written with ``registry.write_shipped`` (float16, the card holding the training seconds, the thread
 count and the scores) into ``--out-dir``.
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib.caption_models import MASKED_CAPTIONS, NEXT_WORD_CAPTIONS, training_captions, writer_scores
+from course_lib.caption_models import MASKED_CAPTIONS, NEXT_WORD_CAPTIONS, TOP_P, training_captions, writer_scores
 from course_lib.registry import obtain, write_shipped
 from course_lib.settings import PROFILES, check_choice, check_int, resolve_profile
 
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     captions = training_captions(profile)
     for recipe, writer in ((MASKED_CAPTIONS, "diffusion"), (NEXT_WORD_CAPTIONS, "next_word")):
         model, info = obtain(recipe, profile, run_dir=recipe.run_dir(profile))
-        scores = writer_scores(model, num, captions, writer=writer, generator=torch.Generator().manual_seed(0))
+        scores = {**writer_scores(model, num, captions, writer=writer, top_p=TOP_P, generator=torch.Generator().manual_seed(0)),
+                  "top_p": TOP_P}
         digest = write_shipped(recipe, model, info, scores, profile=profile, weights_dir=args.out_dir)
         print(f"{recipe.name}: {info['steps']} steps in {info['train_seconds']:.0f} s ({torch.get_num_threads()} threads) · "
               f"validity {scores['validity']:.3f} · sha256 {digest[:12]}…")

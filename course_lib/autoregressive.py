@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .caption_text import CAPTION_LENGTH, MASK_ID
+from .nucleus import draw_words
 from .settings import check_float, check_int
 
 START_ID = MASK_ID  # the extra input id: "nothing written yet"
@@ -57,11 +58,13 @@ def sequence_nll(model: nn.Module, ids: torch.Tensor, start_id: int = START_ID) 
 
 @torch.no_grad()
 def sample_autoregressive(model: nn.Module, num: int, *, prefix: torch.Tensor | None = None, temperature: float = 1.0,
-                          generator: torch.Generator | None = None, length: int = CAPTION_LENGTH,
+                          top_p: float = 1.0, generator: torch.Generator | None = None, length: int = CAPTION_LENGTH,
                           start_id: int = START_ID) -> torch.Tensor:
-    """``num`` captions (num, L) written left to right, one network call per word after ``prefix`` (k,) or (num, k)."""
+    """``num`` captions (num, L) written left to right, one network call per word after ``prefix`` (k,) or (num, k);
+    each word drawn at ``temperature`` from the top-``top_p`` nucleus (:func:`course_lib.nucleus.draw_words`)."""
     check_int("num", num, min_value=1)
     check_float("temperature", temperature, min_value=0.0)
+    check_float("top_p", top_p, min_value=0.0, max_value=1.0)
     dev = next(model.parameters()).device
     g = generator or torch.Generator().manual_seed(0)
     x = torch.full((num, length + 1), start_id, dtype=torch.long, device=dev)  # column 0: the start token
@@ -72,12 +75,7 @@ def sample_autoregressive(model: nn.Module, num: int, *, prefix: torch.Tensor | 
         x[:, 1:k + 1] = prefix
     for pos in range(k, length):
         logits = model(x[:, :pos + 1])[:, -1].float()  # (num, V): the guess of word ``pos``
-        if temperature == 0:
-            word = logits.argmax(-1)
-        else:
-            probs = (logits / temperature).softmax(-1).cpu()
-            word = torch.multinomial(probs, 1, generator=g)[:, 0].to(dev)
-        x[:, pos + 1] = word
+        x[:, pos + 1] = draw_words(logits, temperature=temperature, top_p=top_p, generator=g)
     return x[:, 1:]
 
 

@@ -42,6 +42,7 @@ Writer = Literal["diffusion", "next_word"]
 WRITERS: tuple[str, ...] = ("diffusion", "next_word")
 CAPTIONS_SEED = 16  # the training captions' draw (chapter 16)
 REFERENCE_SEED = 1016  # a second draw from the same distribution: what "as good as the data" scores
+TOP_P = 0.95  # both writers draw each word from its 95 % nucleus (course_lib.nucleus): the chapter's and benchmark's default
 
 
 def caption_network_config(profile: str, *, causal: bool) -> CaptionTransformerConfig:
@@ -78,17 +79,19 @@ NEXT_WORD_CAPTIONS = register(Recipe(
 
 
 def write_captions(model: nn.Module, num: int, *, writer: Writer = "diffusion", num_steps: int = 24,
-                   remasking: Remasking = "random", temperature: float = 1.0, generator: torch.Generator | None = None,
-                   batch_size: int = 500) -> list[str | None]:
-    """``num`` captions from a writer (None where the words are not a caption), drawn in batches."""
+                   remasking: Remasking = "random", temperature: float = 1.0, top_p: float = TOP_P,
+                   generator: torch.Generator | None = None, batch_size: int = 500) -> list[str | None]:
+    """``num`` captions from a writer (None where the words are not a caption), drawn in batches, each word
+    from its top-``top_p`` nucleus at ``temperature`` (:mod:`course_lib.nucleus`; ``top_p=1``: straight from p_θ)."""
     check_choice("writer", writer, WRITERS)
     check_int("num", num, min_value=1)
     g = generator or torch.Generator().manual_seed(0)
     out: list[str | None] = []
     for start in range(0, num, batch_size):
         b = min(batch_size, num - start)
-        ids = (sample_masked(model, b, num_steps=num_steps, remasking=remasking, temperature=temperature, generator=g)
-               if writer == "diffusion" else sample_autoregressive(model, b, temperature=temperature, generator=g))
+        ids = (sample_masked(model, b, num_steps=num_steps, remasking=remasking, temperature=temperature, top_p=top_p,
+                             generator=g)
+               if writer == "diffusion" else sample_autoregressive(model, b, temperature=temperature, top_p=top_p, generator=g))
         out += decode_captions(ids.cpu())
     return out
 
@@ -108,7 +111,7 @@ def writer_scores(model: nn.Module, num: int, training: list[str], **kwargs: Any
 
 
 def infill_scores(model: nn.Module, captions: list[str], *, share: float = 0.3, num_steps: int = 24,
-                  remasking: Remasking = "random", generator: torch.Generator | None = None,
+                  remasking: Remasking = "random", top_p: float = TOP_P, generator: torch.Generator | None = None,
                   batch_size: int = 500) -> dict[str, Any]:
     """Cover each word of ``captions`` with a sticker with chance ``share``, let the diffusion writer fill them in.
 
@@ -125,7 +128,7 @@ def infill_scores(model: nn.Module, captions: list[str], *, share: float = 0.3, 
     for start in range(0, len(captions), batch_size):
         batch = ids[start:start + batch_size]
         masked = mask_words(batch, share, g)
-        filled = infill(model, masked, num_steps=num_steps, remasking=remasking, generator=g).cpu()
+        filled = infill(model, masked, num_steps=num_steps, remasking=remasking, top_p=top_p, generator=g).cpu()
         kept = kept_visible(masked, filled)
         texts = decode_captions(filled)
         valid += sum(bool(k) and parse_or_none(c) is not None for k, c in zip(kept.tolist(), texts))
@@ -159,6 +162,6 @@ def training_captions(profile: str) -> list[str]:
     return caption_corpus(n, seed=CAPTIONS_SEED)
 
 
-__all__ = ["CAPTIONS_SEED", "MASKED_CAPTIONS", "NEXT_WORD_CAPTIONS", "WRITERS", "Writer", "caption_data",
+__all__ = ["CAPTIONS_SEED", "MASKED_CAPTIONS", "NEXT_WORD_CAPTIONS", "TOP_P", "WRITERS", "Writer", "caption_data",
            "caption_network_config", "caption_train_config", "infill_scores", "reference_captions", "seconds_per_step", "training_captions",
            "write_captions", "writer_scores"]

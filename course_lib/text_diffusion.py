@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .caption_text import CAPTION_LENGTH, MASK_ID
+from .nucleus import draw_words
 from .objectives import to_device
 from .settings import check_choice, check_float, check_int
 
@@ -175,31 +176,27 @@ def masked_nelbo(model: nn.Module, ids: torch.Tensor, *, schedule: MaskSchedule 
 
 
 # ----------------------------------------------------------------------------- the reverse process
-def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A word for every position of logits (B, L, V) at ``temperature`` (0: the most likely), and its probability under p_θ."""
-    probs = logits.float().softmax(-1)
-    if temperature == 0:
-        words = probs.argmax(-1)
-    else:
-        tempered = (logits.float() / temperature).softmax(-1).cpu()
-        words = torch.multinomial(tempered.flatten(0, 1), 1, generator=generator).view(probs.shape[:2]).to(logits.device)
-    return words, probs.gather(-1, words[..., None])[..., 0]
+def _draw(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A word for every position of logits (B, L, V) (:func:`course_lib.nucleus.draw_words`) and its probability under p_θ."""
+    words = draw_words(logits, temperature=temperature, top_p=top_p, generator=generator)
+    return words, logits.float().softmax(-1).gather(-1, words[..., None])[..., 0]
 
 
 def unmask_step(logits: torch.Tensor, x_t: torch.Tensor, t: float, s: float, *, remasking: Remasking = "ancestral",
                 schedule: MaskSchedule = "linear", start_masked: torch.Tensor | None = None, temperature: float = 1.0,
-                generator: torch.Generator | None = None, mask_id: int = MASK_ID) -> torch.Tensor:
+                top_p: float = 1.0, generator: torch.Generator | None = None, mask_id: int = MASK_ID) -> torch.Tensor:
     """One step from time t to s < t: x_t (B, L) → x_s, given the network's logits (B, L, V) for x_t.
 
     ``"ancestral"``: each masked token is revealed with probability (α(s) − α(t))/(1 − α(t)) and drawn
     from p_θ. ``"random"``: reveal exactly as many as the schedule takes off on average, so that
     round(m₀ · (1 − α(s))) stickers stay on (m₀ = ``start_masked``, each row's number of stickers at
     the start), chosen at random; ``"confidence"``: the same number, the most confident guesses.
-    Visible tokens are kept either way.
+    Visible tokens are kept either way. Revealed words are drawn at ``temperature`` from the
+    top-``top_p`` nucleus of p_θ (:mod:`course_lib.nucleus`; 1 = from p_θ itself).
     """
     g = generator or torch.Generator().manual_seed(0)
     masked = x_t == mask_id
-    words, confidence = _draw(logits, temperature, g)
+    words, confidence = _draw(logits, temperature, top_p, g)
     a_t, a_s = float(keep_probability(t, schedule)), float(keep_probability(s, schedule))
     if remasking == "ancestral":
         p = 1.0 if a_t >= 1.0 else (a_s - a_t) / (1.0 - a_t)
@@ -221,7 +218,7 @@ def unmask_step(logits: torch.Tensor, x_t: torch.Tensor, t: float, s: float, *, 
 @torch.no_grad()
 def sample_masked(model: nn.Module, num: int | None = None, *, init: torch.Tensor | None = None, num_steps: int = 24,
                   remasking: Remasking = "ancestral", schedule: MaskSchedule = "linear", temperature: float = 1.0,
-                  generator: torch.Generator | None = None, length: int = CAPTION_LENGTH,
+                  top_p: float = 1.0, generator: torch.Generator | None = None, length: int = CAPTION_LENGTH,
                   mask_id: int = MASK_ID, return_calls: bool = False) -> torch.Tensor | tuple[torch.Tensor, int]:
     """Unmask ``num`` all-``[MASK]`` captions (or ``init`` (B, L), whose visible tokens are kept) in ``num_steps`` steps.
 
@@ -232,6 +229,7 @@ def sample_masked(model: nn.Module, num: int | None = None, *, init: torch.Tenso
     num_steps = check_int("num_steps", num_steps, min_value=1, max_value=10_000)
     check_choice("remasking", remasking, REMASKING)
     check_float("temperature", temperature, min_value=0.0)
+    check_float("top_p", top_p, min_value=0.0, max_value=1.0)
     dev = next(model.parameters()).device
     if init is None:
         x = torch.full((check_int("num", num, min_value=1), length), mask_id, dtype=torch.long, device=dev)
@@ -252,7 +250,7 @@ def sample_masked(model: nn.Module, num: int | None = None, *, init: torch.Tenso
             calls += int(stale.sum())
             read = x.clone()
         x = unmask_step(logits, x, t, s, remasking=remasking, schedule=schedule, start_masked=start_masked,
-                        temperature=temperature, generator=g, mask_id=mask_id)
+                        temperature=temperature, top_p=top_p, generator=g, mask_id=mask_id)
     return (x, calls) if return_calls else x
 
 
