@@ -9,7 +9,7 @@ PROFILE ?= auto
 BUILD   := build
 BOOK_FLAGS ?=
 
-.PHONY: course course-check gpu-dryrun py313 test unit notebooks book sweep bench weights install clean
+.PHONY: course course-check gpu-dryrun colab-resolve py313 test unit notebooks book sweep bench weights install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,8 @@ course-check: $(STAMP)
 	done
 
 ## gpu-dryrun: every chapter with its gpu configuration (sizes, batch sizes, widths, bf16 autocast) on this machine,
-##   every training run and sampler capped to a few steps (settings.capped): what a Colab T4 would execute, in minutes
+##   every training run and sampler capped to a few steps (settings.capped) and every count a chapter picks
+##   (pictures, FID sizes: settings.capped_count) to a handful: what a Colab T4 would execute, in minutes
 gpu-dryrun: $(STAMP)
 	rm -rf $(BUILD)/gpu-dryrun
 	COURSE_GPU_DRYRUN=1 COURSE_RUNS_DIR=$(abspath $(BUILD))/gpu-dryrun/runs COURSE_STATIC=1 PYTHONUNBUFFERED=1 \
@@ -59,6 +60,24 @@ py313:
 	  "tests/test_chapters_run.py::test_chapter_runs_in_smoke_profile[01_forward_process]" \
 	  "tests/test_chapters_run.py::test_chapter_runs_in_smoke_profile[02_noise_schedules]" \
 	  "tests/test_chapters_run.py::test_chapter_runs_in_smoke_profile[03_denoiser]"
+
+## colab-resolve: pip's resolver, online, for Colab's interpreter and pins (tests/test_colab.py's COLAB): the package's
+##   requirements and its test extra resolve for CPython 3.13 on manylinux x86-64 from wheels alone, with torch, numpy
+##   and torchvision held at Colab's versions; nothing is installed (the report lists what would be)
+COLAB_PINS ?= torch==2.11.0 numpy==2.1.0 torchvision==0.26.0
+RESOLVE    := $(BUILD)/colab-resolve
+colab-resolve: $(STAMP)
+	rm -rf $(RESOLVE) && mkdir -p $(RESOLVE)
+	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  print(*p['dependencies'], *p['optional-dependencies']['test'], sep=chr(10))" > $(RESOLVE)/requirements.txt
+	printf '%s\n' $(COLAB_PINS) > $(RESOLVE)/colab.txt
+	$(PY) -m pip install --dry-run --quiet --ignore-installed --target $(RESOLVE)/never --python-version 3.13 \
+	  --implementation cp --only-binary=:all: $(foreach v,$(shell seq 17 39),--platform manylinux_2_$(v)_x86_64) \
+	  --platform manylinux2014_x86_64 --platform any --report $(RESOLVE)/report.json \
+	  -r $(RESOLVE)/requirements.txt -c $(RESOLVE)/colab.txt
+	$(PY) -c "import json; r = json.load(open('$(RESOLVE)/report.json'))['install']; \
+	  v = {i['metadata']['name'].lower(): i['metadata']['version'] for i in r}; \
+	  print(f'resolved {len(v)} packages for Python 3.13:', ', '.join(f'{k} {v[k]}' for k in ('torch', 'numpy', 'torchvision')))"
 
 ## book: build the Jupyter Book from the executed notebooks in build/notebooks
 book: $(STAMP)

@@ -37,7 +37,8 @@ class TrainConfig:
       These three shape the diffusion loss only; another objective needs them at their defaults.
     - ``checkpoint_every``: steps between checkpoints (0 = only at the end; needs a run_dir).
     - ``seed``: seeds the model's dropout and every random draw of the loop.
-    - ``amp``: bf16 autocast when training on a CUDA GPU that supports bf16 (float32 elsewhere).
+    - ``amp``: autocast of the forward passes on a CUDA GPU: bfloat16 where the GPU has it in hardware, float16
+      with loss scaling on older ones such as Colab's T4 (``training.autocast_dtype``); float32 on the CPU.
     """
 
     steps: int = 1000
@@ -122,15 +123,31 @@ def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
         b_ema.copy_(b)
 
 
-def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float | None = None) -> None:
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float | None = None,
+                   scaler: torch.amp.GradScaler | None = None) -> None:
     """The course's one optimizer step: zero the gradients, backpropagate ``loss``, clip their norm, step.
+
+    With a ``scaler`` (float16 autocast, on a GPU without bfloat16 such as Colab's T4: :func:`course_lib.training.
+    autocast_dtype`) the loss is multiplied by the scaler's factor before the backward pass, so that small
+    gradients do not underflow float16, and the gradients are divided by it again before clipping; a step
+    whose gradients overflowed is skipped and the factor lowered (loss scaling: Micikevicius et al. 2018,
+    "Mixed precision training", §3.2; ``torch.amp.GradScaler``).
 
     Every parameter update of ``course_lib`` (and of the benchmarks that train the shipped judges) is this call."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    params = [p for g in opt.param_groups for p in g["params"]]
+    if scaler is None:
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        return
+    scaler.scale(loss).backward()
     if grad_clip is not None:
-        nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], grad_clip)
-    opt.step()
+        scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(opt)  # skipped if a gradient is inf/NaN
+    scaler.update()
 
 
 def noisy_classifier_config(**changes: Any) -> TrainConfig:

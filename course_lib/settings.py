@@ -9,8 +9,11 @@ A *profile* says how much compute a run may spend (see docs/architecture.md, "Pr
 
 The environment variable ``COURSE_PROFILE``, when set, overrides the parameter. ``COURSE_GPU_DRYRUN=1``
 (``make gpu-dryrun``) runs the ``gpu`` configurations on whatever device there is with every training run
-and every sampler capped to :data:`DRYRUN_STEPS` steps (:func:`capped`): the ``gpu`` code paths — sizes,
-batch sizes, widths, bf16 autocast — execute in minutes on a CPU, and run-dependent claims are not enforced.
+and every sampler capped to :data:`DRYRUN_STEPS` steps (:func:`capped`), and every count a notebook picks by
+profile (:meth:`Run.pick`: pictures drawn, FID/KID sample sizes, repeats, seconds of budget) capped to the
+smoke profile's count, or :data:`DRYRUN_COUNT` if that is larger (:func:`capped_count`): the ``gpu`` code
+paths — the recipes' sizes, batch sizes, widths, bf16 autocast — execute in seconds per chapter on a CPU, and
+run-dependent claims are not enforced.
 
 Every notebook's validation cell calls :func:`setup` (and, for its own parameters, the
 ``check_*`` helpers). Each helper raises :class:`ValueError` naming the parameter and what
@@ -41,6 +44,7 @@ PROFILE_ENV = "COURSE_PROFILE"
 RUNS_ENV = "COURSE_RUNS_DIR"
 DRYRUN_ENV = "COURSE_GPU_DRYRUN"
 DRYRUN_STEPS = 2  # the training and sampler steps a gpu dry run keeps of each run
+DRYRUN_COUNT = 2  # a gpu dry run's Run.pick returns no count (pictures, sample sizes, repeats) above this or the smoke one
 #: where the networks that ship trained with the package live (sha256-checked cards next to them)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -188,6 +192,25 @@ def capped(steps: int) -> int:
     return min(steps, DRYRUN_STEPS) if gpu_dryrun() else steps
 
 
+def capped_count(value: T, smoke: T) -> T:
+    """``value``, or in a gpu dry run a count no larger than the ``smoke`` profile's choice (what the code needs
+    to run, e.g. a Monte Carlo's draws, in seconds) or :data:`DRYRUN_COUNT`, whichever is larger; a list of counts
+    with one above that becomes the smoke profile's list (distinct sizes stay distinct). What :meth:`Run.pick`
+    does to the counts it returns; other values are returned as they are. The gpu networks are large: a count of
+    32 pictures made chapter 07's guidance sweep take minutes on a CPU."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not gpu_dryrun():
+        return value
+    cap = max([DRYRUN_COUNT, *(int(v) for v in (smoke if isinstance(smoke, (list, tuple)) else [smoke]) if is_int(v))])
+    if is_int(value):
+        return min(int(value), cap)  # type: ignore[return-value]
+    if isinstance(value, (list, tuple)) and all(is_int(v) for v in value) and any(v > cap for v in value):
+        return smoke
+    return value
+
+
 def get_device(device: DeviceName = "auto") -> torch.device:
     """Pick the compute device: ``auto`` prefers CUDA, then MPS, then CPU."""
     check_choice("device", device, DEVICES)
@@ -229,8 +252,9 @@ class Run:
     seed: int
 
     def pick(self, *, smoke: T, cpu: T, gpu: T) -> T:
-        """Choose a size by profile, e.g. ``run.pick(smoke=20, cpu=3000, gpu=20000)``."""
-        return {"smoke": smoke, "cpu": cpu, "gpu": gpu}[self.profile]
+        """Choose a size by profile, e.g. ``run.pick(smoke=20, cpu=3000, gpu=20000)``; in a gpu dry run the
+        counts it returns are capped (:func:`capped_count`: the recipes, not these picks, set widths and batches)."""
+        return capped_count({"smoke": smoke, "cpu": cpu, "gpu": gpu}[self.profile], smoke)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A fresh CPU generator seeded with ``seed + offset`` (reproducible per call site)."""

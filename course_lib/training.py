@@ -15,7 +15,8 @@ One step (Ho et al. 2020, Algorithm 1, generalised to three targets):
   *random initial* weights after 300 steps; the warm-up follows the model closely at first.
 - ``cond_drop_prob`` replaces a label by −1 ("no condition") with that probability, so the same
   network learns ε(x_t, ∅) too: classifier-free guidance (Ho & Salimans 2022, chapter 07).
-- bf16 autocast on CUDA GPUs that support it (Ampere and newer); float32 elsewhere (bitwise reproducible on the CPU).
+- autocast on CUDA GPUs: bf16 where the GPU has it (Ampere and newer), float16 with loss scaling on older ones
+  (Colab's T4); float32 on the CPU (bitwise reproducible).
 - Periodic atomic checkpoints (:func:`course_lib.checkpoints.save_run`) hold the weights, EMA,
   optimizer state, loss history and the RNG states, so a run killed at any moment resumes
   *exactly*: the final weights equal those of an uninterrupted run, bit for bit on the CPU.
@@ -26,8 +27,8 @@ One step (Ho et al. 2020, Algorithm 1, generalised to three targets):
   any world size resumes exactly at any other.
 - No host synchronisation per step on a GPU: the losses stay on the device and are read every
   ``log_every`` steps (and before every checkpoint, so a NaN is caught before it is saved); the
-  draws reach the GPU through pinned memory. On CUDA the model runs channels_last, in bf16 autocast
-  where the GPU has bf16, and ``compile=True`` wraps it in ``torch.compile``.
+  draws reach the GPU through pinned memory. On CUDA the model runs channels_last, in autocast
+  (:func:`autocast_dtype`), and ``compile=True`` wraps it in ``torch.compile``.
 
 The loss is an *objective* (:mod:`course_lib.objectives`): a NoiseSchedule means the diffusion
 loss above (:class:`~course_lib.objectives.DiffusionObjective`); any object with
@@ -45,7 +46,7 @@ import math
 import os
 import time
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
@@ -111,6 +112,19 @@ def _native_bf16() -> bool:
         return torch.cuda.is_bf16_supported()
 
 
+def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The dtype of the forward passes' autocast, or None for float32 (``TrainConfig.amp`` on ``device``).
+
+    bfloat16 on CUDA GPUs with it in hardware (Ampere and newer: A100, H100, L4); float16 on older ones
+    (Colab's T4, V100), where the loop scales the loss (:func:`course_lib.optim.optimizer_step`) because
+    float16's narrow range would flush small gradients to zero; bfloat16 on the CPU in a gpu dry run
+    (``make gpu-dryrun``); float32 on the CPU otherwise (bitwise reproducible)."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if _native_bf16() else torch.float16
+    return torch.bfloat16 if gpu_dryrun() else None
+
 
 # ----------------------------------------------------------------------------- one step
 # ----------------------------------------------------------------------------- one step
@@ -161,7 +175,7 @@ def _step(run: "_Run", x0: torch.Tensor, cond: torch.Tensor | None, generator: t
             group["lr"] = lr_at(step, config, peak)
     values, turns = [], _turns(run.objective, run.net, x0, cond, generator, config, part)
     while True:
-        with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=run.use_amp):  # the forward only
+        with torch.autocast(device_type=x0.device.type, dtype=run.amp_dtype, enabled=run.use_amp):  # the forward only
             turn = next(turns, None)
         if turn is None:
             break
@@ -169,7 +183,7 @@ def _step(run: "_Run", x0: torch.Tensor, cond: torch.Tensor | None, generator: t
         if read_loss and not math.isfinite(float(loss.detach())):
             raise TrainingDiverged(f"the {name} loss became {float(loss.detach())} at step {step + 1}")
         values.append(loss.detach())
-        optimizer_step(run.opts[name], loss, config.grad_clip)
+        optimizer_step(run.opts[name], loss, config.grad_clip, run.scalers.get(name))
     ema_update(run.ema_model, run.model, ema_decay_at(step, config.ema_decay))
     value: Any = values[0] if len(values) == 1 else torch.stack(values)
     return (value.tolist() if value.dim() else float(value)) if read_loss else value, lr
@@ -266,7 +280,9 @@ class _Run:
     gen: torch.Generator
     dev: torch.device
     channels_last: bool
-    use_amp: bool  # bf16 autocast of the forward passes
+    use_amp: bool  # autocast of the forward passes
+    amp_dtype: torch.dtype = torch.bfloat16  # … in this dtype (autocast_dtype)
+    scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)  # float16: each optimizer's loss scaler
 
     def saved_opts(self) -> Any:
         """What a checkpoint stores: the one optimizer (the format of every run so far), else the players'."""
@@ -297,8 +313,10 @@ def _setup(model: nn.Module, objective: Any, images: torch.Tensor, config: Train
     if compile:
         net = torch.compile(net)
     peaks = {name: [g["lr"] for g in opt.param_groups] for name, opt in opts.items()}
-    use_amp = config.amp and (dev.type == "cuda" and _native_bf16() or gpu_dryrun())  # a dry run: bf16 on the CPU too
-    return _Run(model, ema_model, net, objective, opts, peaks, config, gen, dev, cl, use_amp)
+    dtype = autocast_dtype(config.amp, dev)  # a dry run: bf16 on the CPU too
+    scalers = {name: torch.amp.GradScaler(dev.type) for name in opts} if dtype == torch.float16 else {}
+    return _Run(model, ema_model, net, objective, opts, peaks, config, gen, dev, cl, dtype is not None,
+                dtype or torch.bfloat16, scalers)
 
 
 def _resumed(run: _Run, run_dir: Any, resume: bool, identity: dict[str, Any]) -> tuple[int, float, list]:
@@ -484,5 +502,5 @@ def train_noisy_classifier(classifier: nn.Module, schedule: NoiseSchedule, image
 __all__ = [
     "LATER_FIELDS", "LR_SCHEDULES", "LRSchedule", "Limits", "StepInfo", "StopTraining", "TrainConfig", "TrainResult",
     "TrainingDiverged", "config_identity", "ema_decay_at", "ema_update", "limits", "lr_at", "noisy_classifier_config",
-    "optimizer_step", "run_identity", "train", "train_noisy_classifier", "train_step",
+    "autocast_dtype", "optimizer_step", "run_identity", "train", "train_noisy_classifier", "train_step",
 ]

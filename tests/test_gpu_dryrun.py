@@ -1,5 +1,6 @@
 """The gpu dry run (settings.gpu_dryrun, `make gpu-dryrun`): the gpu configurations execute with every training
-run and sampler capped to a few steps, bf16 autocast on, and no figure enforced."""
+run and sampler capped to a few steps, every count a notebook picks capped to a handful, bf16 autocast on, and no
+figure enforced."""
 
 from __future__ import annotations
 
@@ -55,3 +56,32 @@ def test_training_and_sampling_keep_a_few_steps_with_bf16_autocast(dryrun):
 def test_claims_are_printed_not_enforced(dryrun, capsys):
     assert not claim("a figure", 5.0, at_most=1.0, profile="gpu")
     assert "the text says" in capsys.readouterr().out
+
+
+def test_picked_counts_are_capped_to_the_smoke_count(dryrun):
+    run = settings.Run(profile="gpu", device=torch.device("cpu"), seed=0)
+    assert run.pick(smoke=8, cpu=200, gpu=1000) == 8  # pictures, FID sizes: the smoke profile's handful
+    assert run.pick(smoke=400_000, cpu=2_000_000, gpu=2_000_000) == 400_000  # a Monte Carlo keeps the smoke draws
+    assert run.pick(smoke=1, cpu=20, gpu=100) == settings.DRYRUN_COUNT  # never below DRYRUN_COUNT
+    assert run.pick(smoke=8, cpu=16, gpu=2) == 2 and run.pick(smoke=1.0, cpu=2.0, gpu=3.5) == 3.5  # smaller, floats: kept
+    assert run.pick(smoke=[10, 20], cpu=[100], gpu=[100, 250, 2000]) == [10, 20]  # a list of sizes: the smoke list
+    assert run.pick(smoke=[5], cpu=[10], gpu=[1, 2]) == [1, 2] and run.pick(smoke=0, cpu=0, gpu=True) is True
+
+
+def test_counts_are_untouched_outside_a_dry_run(monkeypatch):
+    monkeypatch.delenv(settings.DRYRUN_ENV, raising=False)
+    run = settings.Run(profile="gpu", device=torch.device("cpu"), seed=0)
+    assert run.pick(smoke=8, cpu=200, gpu=1000) == 1000 and run.pick(smoke=[1], cpu=[2], gpu=[100, 250]) == [100, 250]
+
+
+def test_text_encoder_with_an_empty_prompt_runs_under_bf16_autocast():
+    """Classifier-free guidance's training drops prompts to "" (a NaN row); under a bf16 GPU's autocast (and the dry
+    run's) the encoded rows are bfloat16 and must land in the output as they are (chapters 08 and 11)."""
+    from course_lib.captions import tokenize
+    from course_lib.models.text import TextEncoder, TextEncoderConfig
+
+    torch.manual_seed(0)
+    enc = TextEncoder(TextEncoderConfig(width=16, num_layers=1, num_heads=4, out_dim=10))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = enc(tokenize(["a cat", ""]))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out[0]).all() and torch.isnan(out[1]).all()

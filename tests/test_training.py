@@ -241,7 +241,6 @@ def test_cpu_profile_loads_the_shipped_class_conditional_model_of_its_own_recipe
 
 def test_train_throughput_benchmark_reports_json(capsys, load_benchmark, monkeypatch):
     """benchmarks/train_throughput.py in the smoke profile: one JSON object with the agreed keys."""
-    import json
 
     pytest.importorskip("diffusers")
     monkeypatch.delenv("COURSE_PROFILE", raising=False)
@@ -304,3 +303,55 @@ def test_any_objective_trains_through_the_same_loop_and_is_checked_on_resume(tmp
         train(_model(), object(), _images(8), cfg, progress=False)
     with pytest.raises(ValueError, match="needs labels"):
         train(_model(), NoisyClassifierObjective(make_schedule("linear")), _images(8), cfg, progress=False)
+
+
+# ----------------------------------------------------------------------------- mixed precision on GPUs without bf16
+def test_autocast_dtype_per_device(monkeypatch):
+    import course_lib.training as training
+
+    cuda = torch.device("cuda")  # only compared, never used: no GPU needed
+    monkeypatch.setattr(training, "_native_bf16", lambda: True)
+    assert training.autocast_dtype(True, cuda) == torch.bfloat16  # A100, H100, L4
+    monkeypatch.setattr(training, "_native_bf16", lambda: False)
+    assert training.autocast_dtype(True, cuda) == torch.float16  # Colab's T4: float16 with loss scaling
+    assert training.autocast_dtype(False, cuda) is None
+    monkeypatch.delenv("COURSE_GPU_DRYRUN", raising=False)
+    assert training.autocast_dtype(True, torch.device("cpu")) is None  # float32: bitwise reproducible
+    monkeypatch.setenv("COURSE_GPU_DRYRUN", "1")
+    assert training.autocast_dtype(True, torch.device("cpu")) == torch.bfloat16
+
+
+def test_a_scaled_step_is_the_plain_step_and_an_overflow_is_skipped():
+    from course_lib.optim import optimizer_step
+
+    def setup():
+        torch.manual_seed(0)
+        net = nn.Linear(4, 3)
+        return net, torch.optim.AdamW(net.parameters(), lr=1e-2), torch.randn(8, 4)
+
+    plain, opt, x = setup()
+    optimizer_step(opt, plain(x).pow(2).mean(), grad_clip=0.5)
+    scaled, opt, x = setup()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    optimizer_step(opt, scaled(x).pow(2).mean(), grad_clip=0.5, scaler=scaler)  # clipped after unscaling
+    for a, b in zip(plain.parameters(), scaled.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    before = [p.detach().clone() for p in scaled.parameters()]
+    optimizer_step(opt, scaled(x).pow(2).mean() * float("inf"), scaler=scaler)  # overflow: skipped, factor lowered
+    assert all(torch.equal(a, b) for a, b in zip(before, scaled.parameters()))
+    assert scaler.get_scale() < 2.0 ** 10
+
+
+def test_train_runs_float16_autocast_with_loss_scaling(monkeypatch):
+    import course_lib.training as training
+
+    seen = []
+    real_step = training.optimizer_step
+    monkeypatch.setattr(training, "autocast_dtype", lambda amp, device: torch.float16 if amp else None)
+    monkeypatch.setattr(training, "optimizer_step", lambda *a, **k: (seen.append(a[3]), real_step(*a, **k)))
+    torch.manual_seed(0)
+    model = MLPDenoiser(MLPConfig(hidden=32, num_blocks=1))
+    result = train(model, make_schedule("linear", 100), torch.randn(256, 2),
+                   TrainConfig(steps=30, batch_size=32, lr=1e-3, amp=True, checkpoint_every=0), progress=False)
+    assert all(isinstance(s, torch.amp.GradScaler) for s in seen) and len(seen) == 30
+    assert all(math.isfinite(v) for v in result.losses)

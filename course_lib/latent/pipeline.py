@@ -22,7 +22,7 @@ from ..scenes import MAX_SCENE_PROMPT_LENGTH, SCENE_VOCAB, make_scenes, scene_to
 from ..schedules import NoiseSchedule, make_schedule
 from ..optim import TrainConfig, config_identity
 from ..registry import Recipe, Stage, obtain, register
-from ..settings import Profile, check_bool, check_choice, check_float, check_int, resolve_profile
+from ..settings import Profile, capped_count, check_bool, check_choice, check_float, check_int, resolve_profile
 
 LATENT_SCHEDULE = "cosine"
 LATENT_PREDICTION_TYPE = "v_prediction"  # as chapter 08: v keeps x̂₀ accurate at the cosine schedule's noisy end
@@ -81,7 +81,7 @@ def latent_recipe(profile: Profile = "auto") -> LatentRecipe:
             num_steps=25, per_prompt=32, num_edits=100, shipped=True)
     return LatentRecipe(
         AutoencoderConfig(width=64, latent_width=128), ae_phases=((6000, 64, 1e-3, "l1"),), ae_crop=64,
-        num_images=20000,
+        num_images=capped_count(20000, 48),  # a gpu dry run (make gpu-dryrun): a few scenes, not 20000 to encode
         unet=UNetConfig(image_size=16, in_channels=4, base_channels=64, channel_mults=(1, 2), attention_resolutions=(8,),
                         num_res_blocks=2, norm_groups=16, head_channels=32),
         text=replace(text, width=128, out_dim=128),

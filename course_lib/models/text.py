@@ -131,7 +131,8 @@ class TextEncoder(nn.Module):
             return self.encode(tokens)
         if bool(nonempty.any()):
             # encode only the real prompts: a fully masked row would make attention NaN, even in the gradient
-            out = out.index_put((nonempty.nonzero().squeeze(1),), self.encode(tokens[nonempty]))
+            encoded = self.encode(tokens[nonempty])  # bfloat16 under autocast (a bf16 GPU, make gpu-dryrun)
+            out = out.to(encoded.dtype).index_put((nonempty.nonzero().squeeze(1),), encoded)
         return out
 
 

@@ -25,7 +25,7 @@ from ..flow import FlowMatching
 from ..models.unet import UNet, digits_config
 from ..optim import TrainConfig, config_identity
 from ..registry import Recipe, obtain, register
-from ..settings import Profile, check_bool, resolve_device, resolve_profile
+from ..settings import Profile, capped_count, check_bool, resolve_device, resolve_profile
 from .digits import digits_train_config
 
 FLOW_REFLOW_SAMPLER = "dpmpp_2m"  # how the reflow pairs are drawn from the base flow …
@@ -161,7 +161,8 @@ def reflow_start(profile: str, base_dir: Path, run_dir: Path, *, device: str | t
     """The base flow in ``base_dir`` (trained there first if it is not: a retrained reflow never starts from shipped
     weights) and the pairs it draws, cached in ``run_dir`` (:func:`reflow_pairs_for`)."""
     base, base_info = flow_digits_model(profile, run_dir=base_dir, device=device, progress=progress)
-    pairs, seconds = reflow_pairs_for(base, base_info["sha256"], profile, run_dir, num_pairs=FLOW_REFLOW_PAIRS[profile],
+    pairs_wanted = capped_count(FLOW_REFLOW_PAIRS[profile], FLOW_REFLOW_PAIRS["smoke"])  # a gpu dry run: a few
+    pairs, seconds = reflow_pairs_for(base, base_info["sha256"], profile, run_dir, num_pairs=pairs_wanted,
                                       device=resolve_device(device))
     return ReflowStart({k: v.detach().cpu().clone() for k, v in base.state_dict().items()}, pairs, seconds, base_info)
 
