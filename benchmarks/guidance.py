@@ -9,8 +9,10 @@ guidance at each scale of ``--scales`` and measures
 - FID against ``--real`` real test digits in that classifier's feature space (``metrics.fid``);
 - the sampling seconds.
 
-The prompt part (chapter 08: text-conditioned hats) comes from ``course_lib.prompts.prompt_benchmark``
-when that module exists; otherwise its two keys are null.
+The prompt part (chapter 08: text-conditioned hats, the shipped ``cpu`` prompt model) comes from
+``course_lib.prompts.prompt_benchmark`` at s = 3: the seen and the unseen prompts' accuracy (every requested
+attribute read right by the shipped attribute classifier) and the background speckle (``PROMPT_KEYS``);
+``--no-prompts`` leaves them null.
 
     python benchmarks/guidance.py [--profile cpu] [--device auto] [--scales 0,1,2,3,5,8]
                                   [--per-class 50] [--real 1000] [--sampler ddim] [--steps N]
@@ -32,6 +34,11 @@ from course_lib.samplers import SAMPLERS
 from course_lib.settings import check_choice, check_int
 
 
+#: what the prompt part reports: seen and unseen ("a dog wearing a green hat") prompt accuracy at s = 3, the
+#: samples' background speckle (8-bit levels, ``prompts.background_speckle``), training seconds, shipped or not
+PROMPT_KEYS = ("prompt_accuracy", "unseen_prompt_accuracy", "background_speckle", "prompt_train_seconds", "shipped")
+
+
 def prompt_part(profile: str, device: torch.device) -> dict:
     """``course_lib.prompts.prompt_benchmark`` if it exists (imported lazily), else nulls and a note."""
     try:
@@ -39,9 +46,9 @@ def prompt_part(profile: str, device: torch.device) -> dict:
     except ImportError:
         print("note: course_lib.prompts.prompt_benchmark is not available yet; prompt_accuracy and "
               "prompt_train_seconds are null", file=sys.stderr)
-        return {"prompt_accuracy": None, "prompt_train_seconds": None}
+        return dict.fromkeys(PROMPT_KEYS)
     result = prompt_benchmark(profile, device=device)
-    return {"prompt_accuracy": result.get("prompt_accuracy"), "prompt_train_seconds": result.get("prompt_train_seconds")}
+    return {key: result.get(key) for key in PROMPT_KEYS}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     real = load_mnist5000("test", size=32).images[:n_real].to(device)
     sweep = guidance_sweep(model, schedule, scales, real, per_class=per_class, sampler=sampler, num_steps=steps,
                            seed=0, progress=False)
-    prompts = {"prompt_accuracy": None, "prompt_train_seconds": None} if args.no_prompts else prompt_part(profile, device)
+    prompts = dict.fromkeys(PROMPT_KEYS) if args.no_prompts else prompt_part(profile, device)
     result = {
         "benchmark": "guidance",
         "profile": profile,
@@ -98,7 +105,9 @@ def print_table(r: dict) -> None:
         print(f"{p['guidance_scale']:15g} {p['class_accuracy']:15.1%} {p['confidence']:11.3f} {p['fid']:9.3f} {p['seconds']:8.1f}")
     print(f"best class accuracy {r['best_class_accuracy']:.1%}")
     if r["prompt_accuracy"] is not None:
-        print(f"prompts (chapter 08): accuracy {r['prompt_accuracy']:.1%}, {r['prompt_train_seconds']:.1f} s of training")
+        print(f"prompts (chapter 08, s = 3): accuracy {r['prompt_accuracy']:.1%} seen, {r['unseen_prompt_accuracy']:.1%} unseen "
+              f"(a dog wearing a green hat), background speckle {r['background_speckle']:.2f} of 255, "
+              f"{r['prompt_train_seconds']:.1f} s of training" + (" (shipped)" if r["shipped"] else ""))
     else:
         print("prompts (chapter 08): not measured")
     print(f"wall {r['wall_seconds']:.1f} s")

@@ -36,6 +36,7 @@ from .schedules import NoiseSchedule, make_schedule
 from .settings import Profile, check_bool, check_choice, check_float, check_int
 
 DEFAULT_GUIDANCE = 3.0
+UNSEEN_PER_PROMPT_FACTOR = 4  # the benchmark draws 4× as many pictures of each held-out prompt (one prompt, a finer share)
 
 
 def seen_prompts(exclude: Iterable[Any] = HELD_OUT) -> list[str]:
@@ -150,6 +151,29 @@ def score_prompts(images: torch.Tensor, prompts: Sequence[str], per_prompt: int)
     }
 
 
+CORNER = 6  # the top corners' CORNER × CORNER patches show only background in (almost) every hats picture
+
+
+def background_speckle(images: torch.Tensor) -> float:
+    """How speckled the plain backgrounds of hats pictures (N, 3, H, W) in [-1, 1] are, in 8-bit levels (0–255).
+
+    The top-left and top-right :data:`CORNER` × :data:`CORNER` pixels of a hats picture are background
+    (:func:`course_lib.hats.draw_animals` keeps the animal and its hat away from them; something else
+    reaches a corner in under 1 % of pictures, 14 of 2,000 measured): one colour per row, the soft vertical
+    shade changing only from row to row. The score is the root-mean-square deviation of each corner row from
+    its own mean, over every picture, channel, row and corner — 0 for a flat background. 1,000 real pictures
+    give 0.3–0.7 (those few); chapter 08's shipped model about 1.7, its 300-step run about 28 (README,
+    "Performance", "Prompt model (chapter 08)"; issue 26).
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or images.shape[-1] < 2 * CORNER:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be hats pictures (N, 3, H, W) in [-1, 1] with H, W >= {2 * CORNER}, got {got}")
+    x = (images.detach().float().clamp(-1, 1) + 1) / 2  # [0, 1]
+    corners = torch.stack([x[:, :, :CORNER, :CORNER], x[:, :, :CORNER, -CORNER:]])  # (2, N, 3, CORNER, CORNER)
+    deviation = corners - corners.mean(-1, keepdim=True)  # from each corner row's own colour
+    return float(deviation.pow(2).mean().sqrt() * 255)
+
+
 def prompt_benchmark(
     profile: Profile = "auto",
     device: str | torch.device | None = None,
@@ -158,43 +182,47 @@ def prompt_benchmark(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train (or load) the profile's prompt model and measure how well it follows prompts.
+    """Load (or train) the profile's prompt model and measure how well it follows prompts.
 
     Pictures: ``recipe.per_prompt`` per prompt of :func:`seen_prompts` (combinations present in
-    training) and of :data:`UNSEEN_PROMPTS` (held out), DDIM with ``recipe.num_steps`` steps and
-    guidance s = ``guidance_scale``. Returns ``prompt_accuracy`` (seen prompts, all requested
+    training) and :data:`UNSEEN_PER_PROMPT_FACTOR` × as many per prompt of :data:`UNSEEN_PROMPTS`
+    (held out), drawn by :func:`generate_from_prompts` (chapter 06's sampler) with ``recipe.num_steps``
+    steps and guidance s = ``guidance_scale``. Returns ``prompt_accuracy`` (seen prompts, all requested
     attributes right), ``per_attribute``, ``per_prompt``, ``unseen_prompt_accuracy``,
-    ``unseen_per_prompt``, ``guidance_scale``, ``prompt_train_seconds`` (training time, also when the
-    model came from its cache), ``prompt_sample_seconds``, ``num_samples``, ``cached``, ``profile``.
+    ``unseen_per_prompt``, ``background_speckle`` (:func:`background_speckle` of all the pictures, 8-bit
+    levels), ``guidance_scale``, ``prompt_train_seconds`` (training time, also when the model came from
+    its cache or ships), ``prompt_sample_seconds``, ``num_samples``, ``cached``, ``shipped``, ``profile``.
     """
     guidance_scale = check_float("guidance_scale", guidance_scale, min_value=0.0)
     model, schedule, info = prompt_model(profile, device=device, progress=progress)
     recipe = prompt_recipe(info["profile"])
     seen, unseen = seen_prompts(HELD_OUT), list(UNSEEN_PROMPTS)
+    n_unseen = UNSEEN_PER_PROMPT_FACTOR * recipe.per_prompt
     tic = time.perf_counter()
-    kw = dict(guidance_scale=guidance_scale, num_steps=recipe.num_steps, seed=seed, per_prompt=recipe.per_prompt,
-              schedule=schedule)
-    seen_images = generate_from_prompts(model, seen, **kw)
-    unseen_images = generate_from_prompts(model, unseen, **kw)
+    kw = dict(guidance_scale=guidance_scale, num_steps=recipe.num_steps, seed=seed, schedule=schedule)
+    seen_images = generate_from_prompts(model, seen, per_prompt=recipe.per_prompt, **kw)
+    unseen_images = generate_from_prompts(model, unseen, per_prompt=n_unseen, **kw)
     sample_seconds = time.perf_counter() - tic
     seen_score = score_prompts(seen_images, seen, recipe.per_prompt)
-    unseen_score = score_prompts(unseen_images, unseen, recipe.per_prompt)
+    unseen_score = score_prompts(unseen_images, unseen, n_unseen)
     return {
         "prompt_accuracy": seen_score["prompt_accuracy"],
         "per_attribute": seen_score["per_attribute"],
         "per_prompt": seen_score["per_prompt"],
         "unseen_prompt_accuracy": unseen_score["prompt_accuracy"],
         "unseen_per_prompt": unseen_score["per_prompt"],
+        "background_speckle": background_speckle(torch.cat([seen_images, unseen_images])),
         "guidance_scale": guidance_scale,
         "prompt_train_seconds": info["train_seconds"],
         "prompt_sample_seconds": sample_seconds,
         "num_samples": len(seen_images) + len(unseen_images),
         "cached": info["cached"],
+        "shipped": bool(info.get("shipped")),
         "profile": info["profile"],
     }
 
 
 __all__ = [
-    "DEFAULT_GUIDANCE", "UNSEEN_PROMPTS", "generate_from_prompts", "prompt_benchmark", "score_prompts", "seen_prompts",
+    "CORNER", "DEFAULT_GUIDANCE", "UNSEEN_PER_PROMPT_FACTOR", "UNSEEN_PROMPTS", "background_speckle", "generate_from_prompts", "prompt_benchmark", "score_prompts", "seen_prompts",
     "unseen_prompts",
 ]

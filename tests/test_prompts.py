@@ -12,7 +12,10 @@ from course_lib.hats import make_hats_dataset
 from course_lib.models.text import NO_PROMPT, PromptDenoiser, TextEncoder, TextEncoderConfig
 from course_lib.models.unet import UNet, UNetConfig
 from course_lib.pretrained import HELD_OUT, build_prompt_model, prompt_model, prompt_recipe
-from course_lib.prompts import UNSEEN_PROMPTS, generate_from_prompts, prompt_benchmark, score_prompts, seen_prompts
+from course_lib.prompts import (
+    UNSEEN_PER_PROMPT_FACTOR, UNSEEN_PROMPTS, background_speckle, generate_from_prompts, prompt_benchmark, score_prompts,
+    seen_prompts,
+)
 from course_lib.guidance import cfg_model
 from course_lib.schedules import make_schedule
 from course_lib.objectives import drop_condition
@@ -177,9 +180,29 @@ def test_prompt_benchmark_smoke(tmp_path, monkeypatch):
     result = prompt_benchmark("smoke", device="cpu", guidance_scale=2.0)
     assert 0.0 <= result["prompt_accuracy"] <= 1.0 and 0.0 <= result["unseen_prompt_accuracy"] <= 1.0
     assert result["guidance_scale"] == 2.0 and result["prompt_train_seconds"] > 0
-    assert set(result["per_prompt"]) == set(seen_prompts()) and result["num_samples"] == 12
+    assert set(result["per_prompt"]) == set(seen_prompts()) and result["num_samples"] == 11 + UNSEEN_PER_PROMPT_FACTOR
+    assert result["background_speckle"] >= 0 and result["shipped"] is False
     assert set(result["per_attribute"]) == {"animal", "hat", "hat_colour"}
     assert (tmp_path / "runs" / "prompts-smoke-without-dog-green").is_dir()
+
+
+def test_background_speckle_is_near_zero_for_real_pictures_and_large_for_static():
+    real = make_hats_dataset(200, seed=5).images
+    assert background_speckle(real) < 1.5  # 8-bit levels: a flat background scores 0
+    noisy = (real + 0.1 * torch.randn(real.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    assert background_speckle(noisy) > 8  # static of σ = 0.05 in [0, 1] is about 12.7 levels
+    with pytest.raises(ValueError, match="hats pictures"):
+        background_speckle(torch.zeros(2, 1, 32, 32))
+
+
+def test_only_the_default_prompt_record_ships_and_the_cpu_profile_loads_it(monkeypatch):
+    from course_lib.pretrained import PROMPTS, prompt_record
+
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    assert PROMPTS.shipped == ("cpu",) and prompt_record(()).shipped == ()
+    model, _, info = prompt_model("cpu", exclude=[("dog", "green")], device="cpu", progress=False)
+    assert info["shipped"] and info["run_dir"] is None and info["steps"] == prompt_recipe("cpu").train.steps
+    assert model.prediction_type == "v_prediction"
 
 
 def test_guidance_slider_falls_back_to_a_static_grid(monkeypatch):

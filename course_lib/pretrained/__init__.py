@@ -10,6 +10,7 @@ functions here obtain a record and add what their chapter needs. Each model has 
   in the ``cpu`` profile the class-conditional one ships in ``course_lib/weights``;
 - :mod:`.classifier` — :func:`digits_noisy_classifier`, the noise-aware digit classifier of classifier guidance (chapter 07);
 - :mod:`.prompt` — :func:`prompt_model`, the chapter-08 prompt-conditioned U-Net on captioned cats and dogs;
+  in the ``cpu`` profile it ships in ``course_lib/weights``;
 - :mod:`.race` — :func:`vae_model`, :func:`gan_model` and :func:`digits_race_model`, chapter 09's race of the three families;
 - :mod:`.flows` — :func:`flow_digits_model`, the chapter-04 U-Net trained by flow matching at the chapter-04 budget, and
   :func:`reflow_digits_model`, its 2-rectified copy (chapter 12); in the ``cpu`` profile both ship in
@@ -33,7 +34,8 @@ from .flows import (
 )
 from .onestep import CONSISTENCY, CONSISTENCY_FREE, MEANFLOW, consistency_model, meanflow_model
 from .prompt import (
-    HELD_OUT, PROMPT_PREDICTION_TYPE, PROMPT_SCHEDULE, PROMPTS, PromptRecipe, build_prompt_model, exclude_slug, prompt_model,
+    HELD_OUT, PROMPT_CARD_INFO, PROMPT_CPU_STEPS, PROMPT_PREDICTION_TYPE, PROMPT_SCHEDULE, PROMPT_SHIPPED_PROFILES, PROMPTS,
+    PromptRecipe, build_prompt_model, exclude_slug, prompt_model,
     prompt_recipe, prompt_record,
 )
 from .race import (
@@ -48,8 +50,8 @@ __all__ = [
     "CONSISTENCY", "CONSISTENCY_FREE", "MEANFLOW", "consistency_model", "meanflow_model",
     "CARD_FILE", "COND_CARD_INFO", "COND_CPU_STEPS", "COND_PREDICTION_TYPE", "COND_SHIPPED", "DIGITS", "DIGITS_COND",
     "DIGITS_NUM_CLASSES", "DIGITS_RACE", "DIGITS_SCHEDULE", "FLOW", "FLOW_REFLOW_PAIR_STEPS", "FLOW_REFLOW_PAIRS",
-    "FLOW_REFLOW_SAMPLER", "GAN", "HELD_OUT", "KeepCheckpoint", "NOISY_CLASSIFIER", "PROMPTS", "PROMPT_PREDICTION_TYPE",
-    "PROMPT_SCHEDULE", "PromptRecipe", "RACE_STEPS", "RECORDS", "REFLOW", "VAE_DECODER_STD", "VAE_RECIPE",
+    "FLOW_REFLOW_SAMPLER", "GAN", "HELD_OUT", "KeepCheckpoint", "NOISY_CLASSIFIER", "PROMPTS", "PROMPT_CARD_INFO",
+    "PROMPT_CPU_STEPS", "PROMPT_PREDICTION_TYPE", "PROMPT_SCHEDULE", "PROMPT_SHIPPED_PROFILES", "PromptRecipe", "RACE_STEPS", "RECORDS", "REFLOW", "VAE_DECODER_STD", "VAE_RECIPE",
     "build_prompt_model", "card_scores", "classifier_train_config", "cond_identity", "digits_model",
     "digits_noisy_classifier", "digits_race_model", "digits_run_name", "digits_train_config", "exclude_slug",
     "flow_digits_model", "flow_identity", "flow_train_config", "gan_model", "gan_train_config", "noisy_classifier_accuracy",
