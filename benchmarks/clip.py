@@ -20,6 +20,9 @@ chapter 11's latent pipeline, then measures (``course_lib.clip_measuring.clip_be
   (32 pictures each, the scene judge), Stable Diffusion's way on the frozen CLIP and unCLIP, beside
   ``prompt_accuracy_chapter11`` (chapter 11's own cross-attention painter, measured in the same run);
   ``prior_reads_as_asked``: unCLIP's prior's picture vectors read zero-shot hold what the prompt asks;
+  ``shows_held_out_chapter11`` / ``_unclip``: the share of those pictures that show a held-out composition at all;
+  ``clip_cosine_within_scene`` / ``_to_mirror``: CLIP picture vectors of a held-out scene (a dog in a green hat on
+  the left, a dog in a yellow hat on the right), mean cosine between two sets of drawings and with its mirror scene;
   ``variations_keep_scene``: unCLIP variations of 20 held-out-composition scenes in which the judge reads the source scene;
 - ``train_seconds``: the CLIP's training time (its card); ``chapter_seconds``: with ``--chapter``, the wall time
   of running chapter 13 in the profile (null without it).
@@ -43,6 +46,7 @@ KEYS = ("zero_shot_accuracy", "zero_shot_accuracy_single_phrasing", "zero_shot_a
         "clip_accepts", "clip_score_judge_yes", "clip_score_judge_no", "negative_prompt_success",
         "negative_prompt_red_share", "plain_cfg_success", "plain_cfg_red_share", "short_negative_success",
         "weighted_success", "prompt_accuracy_chapter11", "prompt_accuracy_frozen_clip", "prompt_accuracy_unclip",
+        "shows_held_out_chapter11", "shows_held_out_unclip", "clip_cosine_within_scene", "clip_cosine_to_mirror",
         "prior_reads_as_asked", "variations_keep_scene", "temperature", "train_seconds", "frozen_clip_train_seconds",
         "unclip_train_seconds", "chapter_seconds")
 

@@ -3,9 +3,9 @@
 Rerunnable by anyone, CPU only, one network at a time (CLIP first: the others read it):
 
     python benchmarks/train_clip.py --only clip --threads 1           # clip_scenes, about 4 min
-    python benchmarks/train_clip.py --only frozen_clip --threads 1    # latent_frozen_clip, about 4 min
+    python benchmarks/train_clip.py --only frozen_clip --threads 1    # latent_frozen_clip, about 9 min
     python benchmarks/train_clip.py --only unclip_prior --threads 1   # unclip_prior, about 4 min
-    python benchmarks/train_clip.py --only unclip_decoder --threads 1 # unclip_decoder (reads the prior), about 5 min
+    python benchmarks/train_clip.py --only unclip_decoder --threads 1 # unclip_decoder (reads the prior), about 8 min
 
 The network trains with the ``cpu`` recipe of ``course_lib.clip.clip_recipe`` through the record
 ``course_lib.clip.CLIP_SCENES`` (the same call the chapter makes with ``retrain=True``; checkpointed under

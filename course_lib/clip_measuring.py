@@ -121,7 +121,7 @@ def painter_figures(profile: str, pipe: Pipeline, *, per_prompt: int, seed: int 
     chapter 11's own (``pipe``), Stable Diffusion's way on the frozen CLIP, and unCLIP; and unCLIP's variations."""
     from .clip_conditioning import frozen_clip_pipeline
     from .latent import prompt_accuracy
-    from .unclip import load_unclip, prior_reading, unclip_prompt_accuracy, variations
+    from .unclip import load_unclip, prior_reading, shows_held_out, side_separation, unclip_prompt_accuracy, variations
 
     prompts = compositional_prompts()
     frozen_pipe, frozen_info = frozen_clip_pipeline(profile, progress=progress)
@@ -129,9 +129,14 @@ def painter_figures(profile: str, pipe: Pipeline, *, per_prompt: int, seed: int 
     composed = held_out_scenes(4 if profile == "smoke" else 20, only_held_out=True)
     kept = [float((judge_scenes(variations(u, img, 8, seed=seed)) == row).all(1).float().mean())
             for img, row in zip(composed.images, composed.attributes)]
-    return {"prompt_accuracy_chapter11": prompt_accuracy(pipe, prompts, per_prompt=per_prompt, seed=seed)["accuracy"],
+    own = prompt_accuracy(pipe, prompts, per_prompt=per_prompt, seed=seed)
+    drawn = unclip_prompt_accuracy(u, prompts, per_prompt=per_prompt, seed=seed)
+    mirror = side_separation(u.clip, [1, 1, 1, 1, 1, 2, 0], seed=seed)  # a held-out scene and its mirror
+    return {"prompt_accuracy_chapter11": own["accuracy"],
             "prompt_accuracy_frozen_clip": prompt_accuracy(frozen_pipe, prompts, per_prompt=per_prompt, seed=seed)["accuracy"],
-            "prompt_accuracy_unclip": unclip_prompt_accuracy(u, prompts, per_prompt=per_prompt, seed=seed)["accuracy"],
+            "prompt_accuracy_unclip": drawn["accuracy"],
+            "shows_held_out_chapter11": shows_held_out(own["images"]), "shows_held_out_unclip": shows_held_out(drawn["images"]),
+            "clip_cosine_within_scene": mirror["within"], "clip_cosine_to_mirror": mirror["to_swapped"],
             "prior_reads_as_asked": prior_reading(u, [p for p in prompts for _ in range(per_prompt)], seed=seed)["reads_as_asked"],
             "variations_keep_scene": sum(kept) / len(kept), "frozen_clip_train_seconds": frozen_info["train_seconds"],
             "unclip_train_seconds": infos["prior"]["train_seconds"] + infos["decoder"]["train_seconds"]}

@@ -263,7 +263,7 @@ def test_the_frozen_clip_denoiser_reads_clips_words_and_never_trains_them(tmp_pa
 
 def test_unclip_pieces_run_and_a_nan_caption_is_the_empty_one(tmp_path, monkeypatch):
     from course_lib.models.clip import PriorConfig, VectorPrior
-    from course_lib.unclip import load_unclip, prior_sample, variations, walk
+    from course_lib.unclip import DECODER_TOKENS, load_unclip, prior_sample, variations, walk
 
     torch.manual_seed(0)
     prior = VectorPrior(PriorConfig(8, 8, hidden=16, num_blocks=1))
@@ -278,6 +278,29 @@ def test_unclip_pieces_run_and_a_nan_caption_is_the_empty_one(tmp_path, monkeypa
     assert drawn.shape == (2, 16) and torch.allclose(drawn.norm(dim=-1), torch.ones(2), atol=1e-5)
     scenes = make_scenes(2, seed=1).images
     assert variations(u, scenes[0], 3).shape == (3, 3, 64, 64) and walk(u, scenes[0], scenes[1], 3).shape == (3, 3, 64, 64)
+    dec, z, t2 = u.decoder, torch.randn(2, *u.autoencoder.config.latent_shape), torch.tensor([10, 500])
+    none = torch.full((2, u.clip.config.embed_dim), float("nan"))
+    context, mask = dec.encode_vectors(torch.cat([drawn[:1], none[:1]]), 2)
+    assert context.shape == (2, 1 + DECODER_TOKENS, dec.config.text.out_dim) and mask.sum(1).tolist() == [1 + DECODER_TOKENS, 1]
+    with torch.no_grad():
+        assert torch.allclose(dec(z, t2, cond=none), dec(z, t2), atol=1e-6)  # a NaN row: no picture vector
+        assert not torch.allclose(dec(z, t2, cond=drawn * 8), dec(z, t2), atol=1e-4)  # a vector is read
+    with pytest.raises(ValueError, match="CLIP picture vectors"):
+        dec(z, t2, cond=torch.zeros(2, 3))
+
+
+def test_the_decoder_starts_as_chapter_11s_painter_with_an_empty_prompt(tmp_path, monkeypatch):
+    from course_lib.latent.pipeline import autoencoder_model, latent_model
+    from course_lib.unclip import _decoder_start, build_decoder
+
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
+    ae, ae_info = autoencoder_model("smoke", progress=False)
+    base, _, _ = latent_model("smoke", "crossattn", ae=ae, scale_factor=ae_info["scale_factor"], progress=False)
+    dec = build_decoder("smoke")
+    dec.load_state_dict(_decoder_start("smoke"))
+    z, t = torch.randn(2, *ae.config.latent_shape), torch.tensor([10, 900])
+    with torch.no_grad():
+        assert torch.allclose(dec.eval()(z, t), base.eval()(z, t, cond=torch.full((2, 24), -1)), atol=1e-5)
 
 
 def test_the_shipped_painters_verify_and_their_cards_hold_their_scores(monkeypatch):

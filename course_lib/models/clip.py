@@ -229,6 +229,46 @@ class FrozenCLIPUNet(CrossAttentionUNet):
 
 
 
+# ----------------------------------------------------------------------------- DALL·E 2's way: the decoder
+class CLIPVectorUNet(CrossAttentionUNet):
+    """unCLIP's decoder: chapter 11's cross-attention U-Net painting from a CLIP **picture vector** (B, D), read
+    twice as Ramesh et al. 2022 (§2.1) do: projected to ``num_tokens`` extra context tokens that the
+    cross-attentions read (a learned linear map, ``to_tokens``), and added to the time embedding (``vector_embed``).
+    ``model(x_t, t, cond=vectors)``; a NaN row is "no picture" (classifier-free guidance): the start token alone and
+    the learned empty vector, so that with no vector it is chapter 11's network with an empty prompt.
+    ``time_embedding=False``: the tokens only."""
+
+    def __init__(self, config: CrossAttentionConfig, embed_dim: int, num_tokens: int = 4, time_embedding: bool = True) -> None:
+        super().__init__(config)
+        del self.text_encoder  # the U-Net reads a picture vector, not words
+        self.embed_dim = check_int("embed_dim", embed_dim, min_value=1)
+        self.num_tokens = check_int("num_tokens", num_tokens, min_value=1)
+        self.to_tokens = nn.Linear(embed_dim, num_tokens * config.text.out_dim)
+        self.vector_embed = VectorEmbedding(embed_dim, config.unet.emb_dim) if time_embedding else None
+
+    def encode_vectors(self, vectors: torch.Tensor | None, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context (B, 1 + num_tokens, width), the start token first, and its mask (B, 1 + num_tokens)."""
+        if vectors is None:
+            vectors = torch.full((batch_size, self.embed_dim), float("nan"), device=self.start.device)
+        if not isinstance(vectors, torch.Tensor) or not vectors.is_floating_point() or vectors.shape != (batch_size, self.embed_dim):
+            got = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__
+            raise ValueError(f"cond must be CLIP picture vectors ({batch_size}, {self.embed_dim}) (a NaN row: none), got {got}")
+        empty = torch.isnan(vectors).all(1, keepdim=True)  # (B, 1)
+        v = torch.where(empty, torch.zeros_like(vectors), vectors).to(self.start.dtype)
+        tokens = self.to_tokens(v).view(batch_size, self.num_tokens, -1)  # (B, K, width)
+        context = torch.cat([self.start.expand(batch_size, -1, -1), tokens], 1)
+        return context, torch.cat([torch.ones_like(empty), (~empty).expand(-1, self.num_tokens)], 1)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | float | int, cond: torch.Tensor | None = None) -> torch.Tensor:
+        t = self.check_inputs(x_t, t, None)
+        b = x_t.shape[0]
+        context, mask = self.encode_vectors(None if cond is None else cond.to(x_t.device), b)
+        emb = self.time_embed(t)
+        if self.vector_embed is not None:
+            emb = emb + self.vector_embed(None if cond is None else cond.to(x_t.device), b)
+        return self.denoise(x_t, F.silu(emb), context, mask)
+
+
 # ----------------------------------------------------------------------------- DALL·E 2's way: the prior's network
 @dataclass(frozen=True)
 class PriorConfig:
@@ -285,5 +325,5 @@ class VectorPrior(nn.Module):
             h = block(h, emb)
         return self.out(h)
 
-__all__ = ["CLIP", "CLIPConfig", "CLIPImageEncoder", "CLIPTextEncoder", "FrozenCLIPUNet", "INITIAL_TEMPERATURE",
+__all__ = ["CLIP", "CLIPConfig", "CLIPImageEncoder", "CLIPTextEncoder", "CLIPVectorUNet", "FrozenCLIPUNet", "INITIAL_TEMPERATURE",
            "MAX_LOGIT_SCALE", "PriorConfig", "VectorPrior"]

@@ -190,8 +190,12 @@ class CrossAttentionUNet(UNet):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | float | int, cond: torch.Tensor | None = None) -> torch.Tensor:
         t = self.check_inputs(x_t, t, None)
         context, mask = self.encode_prompt(self.as_prompt_ids(cond, x_t.shape[0], x_t.device))
+        return self.denoise(x_t, F.silu(self.time_embed(t)), context, mask)
+
+    def denoise(self, x_t: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The U-Net's pass given the embedding ``emb`` (B, emb_dim) (after its SiLU), the ``context`` (B, T, D)
+        its cross-attentions read and the ``mask`` (B, T) of the tokens they may read."""
         p = self.config.unet.patch_size
-        emb = F.silu(self.time_embed(t))
         h = self.stem(F.pixel_unshuffle(x_t, p) if p > 1 else x_t)
         skips: list[torch.Tensor] = []
         for level, crosses, down in zip(self.down, self.down_cross, self.downsample):
