@@ -25,20 +25,37 @@ from pathlib import Path
 import torch
 
 from course_lib.painters import (
-    MMDIT_SCENES, RACE, SIZES, digits_scores, mmdit_prompt_accuracy, num_parameters, race_model,
+    MMDIT_SCENES, RACE, SIZES, digits_scores, mmdit_prompt_accuracy, num_parameters, race_model, race_train_config,
 )
 from course_lib.registry import card, obtain, shipped_paths, write_shipped
 from course_lib.scenes import compositional_prompts
 from course_lib.settings import WEIGHTS_DIR
+from course_lib.training import config_identity
 
 PROFILE = "cpu"
+
+
+def recipe_of(family: str, size: str) -> dict:
+    """The recipe a sweep entry was trained with (its config identity), so that a later recipe can tell it stale."""
+    return config_identity(race_train_config(PROFILE, family, size))
+
+
+def still_valid(key: str, entry: dict) -> bool:
+    """Whether a sweep entry of an earlier run still describes the recipe the race trains now. Entries record
+    their recipe (``train_config``) since issue 27; the U-Net's of before it were trained with the recipe and
+    steps it still has (issue 27 changed only the DiT's), so those with today's number of steps stay."""
+    family, size = key.split("-")
+    if "train_config" in entry:
+        return entry["train_config"] == recipe_of(family, size)
+    return family == "unet" and entry.get("steps") == race_train_config(PROFILE, family, size).steps
 
 
 def race_entry(family: str, size: str) -> tuple[torch.nn.Module, dict, dict]:
     recipe = RACE[(family, size)]
     model, info = race_model(family, size, PROFILE, run_dir=recipe.run_dir(PROFILE), progress=False)
     scores = {k: v for k, v in digits_scores(model, n=1000).items() if k != "images"}
-    scores.update(params=num_parameters(model), steps=info["steps"], train_seconds=info["train_seconds"])
+    scores.update(params=num_parameters(model), steps=info["steps"], train_seconds=info["train_seconds"],
+                  train_config=recipe_of(family, size))
     print(f"{family}-{size}: {json.dumps(scores)}", flush=True)
     return model, info, scores
 
@@ -50,13 +67,15 @@ def main() -> None:
     args = ap.parse_args()
     parts = args.only or ["race", "mmdit", "sweep"]
     if "race" in parts:
+        fresh = {}
         for family in ("unet", "dit"):
-            model, info, scores = race_entry(family, "base")
+            model, info, fresh[f"{family}-base"] = race_entry(family, "base")
             sweep = {}
             if family == "dit" and shipped_paths("dit_digits", args.out_dir)[1].is_file():
-                sweep = card("dit_digits", weights_dir=args.out_dir)["scores"].get("sweep", {})
-            write_shipped(RACE[(family, "base")], model, info, {**scores, **({"sweep": sweep} if sweep else {})},
-                          weights_dir=args.out_dir)
+                held = card("dit_digits", weights_dir=args.out_dir)["scores"].get("sweep", {})
+                sweep = {**{k: v for k, v in held.items() if still_valid(k, v)}, **fresh}
+            scores = {**fresh[f"{family}-base"], **({"sweep": sweep} if sweep else {})}
+            write_shipped(RACE[(family, "base")], model, info, scores, weights_dir=args.out_dir)
     if "mmdit" in parts:
         model, info = obtain(MMDIT_SCENES, PROFILE, run_dir=MMDIT_SCENES.run_dir(PROFILE), progress=False)
         acc = mmdit_prompt_accuracy(model, compositional_prompts(), per_prompt=32, profile=PROFILE)

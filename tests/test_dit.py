@@ -195,3 +195,22 @@ def test_race_budget_and_exercises(monkeypatch: pytest.MonkeyPatch) -> None:
         check_patchify(lambda x, p: solution_patchify(x.transpose(2, 3), p), solution_unpatchify)
     with pytest.raises(AssertionError):
         check_untrained_dit(0.5)
+
+
+def test_race_dit_recipe(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Issue 27: the race's DiT starts its class embedding at N(0, 1) and trains at lr 5e-3 predicting x₀;
+    the U-Net keeps the course's recipe (v-prediction, lr 2e-3)."""
+    from course_lib.painters import dit_digits_config, race_model, race_train_config
+
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    torch.manual_seed(0)
+    std = float(DiT(dit_digits_config("cpu")).class_embed.weight.detach().std())
+    assert 0.9 < std < 1.1
+    assert float(DiT(DiTConfig(num_classes=10)).class_embed.weight.detach().std()) < 0.03  # DiT's own 0.02 by default
+    dit, unet = race_train_config("cpu", "dit", "base"), race_train_config("cpu", "unet", "base")
+    assert (dit.lr, dit.prediction_type) == (5e-3, "sample")
+    assert (unet.lr, unet.prediction_type) == (2e-3, "v_prediction")
+    model, _ = race_model("dit", "base", "smoke", progress=False, run_dir=tmp_path)
+    assert model.prediction_type == "sample"
+    with pytest.raises(ValueError):
+        DiTConfig(label_init_std=-1.0)

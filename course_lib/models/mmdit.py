@@ -37,6 +37,7 @@ from .text import NO_PROMPT
 
 PAD_ID = 0
 MAX_CLAUSES = 8
+POSITION_INIT_STD = 1.0  # the initial N(0, std²) of the word and clause positions, as the word embedding's
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,10 @@ class MMDiT(nn.Module):
         self.patch_embed = nn.Linear(p * p * cfg.in_channels, d)
         self.register_buffer("pos_embed", sincos_2d(d, cfg.latent_size // p)[None], persistent=False)  # (1, N, D)
         self.words = nn.Embedding(cfg.vocab_size, d)
-        self.word_pos = nn.Parameter(torch.randn(cfg.max_length, d) * 0.02)  # position inside the clause
-        self.clause_pos = nn.Parameter(torch.randn(MAX_CLAUSES, d) * 0.02)  # which clause
+        # as loud as the words (issue 27): at N(0, 0.02²) "which clause" was ~1/50 of a word vector, and the
+        # held-out two-animal prompts, which need it to bind each animal to its side, failed (README "Performance")
+        self.word_pos = nn.Parameter(torch.randn(cfg.max_length, d) * POSITION_INIT_STD)  # position inside the clause
+        self.clause_pos = nn.Parameter(torch.randn(MAX_CLAUSES, d) * POSITION_INIT_STD)  # which clause
         self.start = nn.Parameter(torch.randn(1, 1, d) * 0.02)  # always present
         self.time_embed = TimestepEmbedder(d)
         self.pooled = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))  # SD3's pooled text → c
