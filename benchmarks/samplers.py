@@ -16,6 +16,12 @@ calls, from the same starting noises. ``--json`` adds ``best_ratio_at_10`` and `
 (the lowest FID ÷ DDPM-1000 FID among all rows with at most that many calls), ``flow_train_seconds``
 and ``reflow_extra_seconds`` (drawing the pairs + the second training). ``--no-flow`` leaves them out.
 
+The one-step rows (chapter 15, ``course_lib.one_step_table``) follow: the consistency model distilled from the
+flow model, the same model after its round with a critic (``pretrained.onestep.consistency_critic_model``) and
+MeanFlow, at 1, 2 and 4 calls. ``--json`` adds ``best_ratio_at_1`` and ``best_ratio_at_2`` (issue 28's goals:
+≤ 2.0 and ≤ 1.3) and ``onestep_train_seconds`` (the critic-tuned model's cost on top of the flow model: the
+teacher's paths, the distillation and the critic's round). ``--no-onestep`` leaves them out.
+
 ``--spacings`` adds every spacing (leading / trailing / linspace, and karras from σ(T−1) and from
 σ_max = 80 for the σ-samplers) at 20 NFE, with the guess x̂₀ clamped to [−1, 1] and without. The target
 line reports the best sampler within 20 NFE against DDPM-1000 (goal: ≤ 1.1×).
@@ -30,6 +36,7 @@ from _cli import apply_common, benchmark_parser, emit, run_conditions, run_main
 from course_lib.data import load_mnist5000
 from course_lib.one_step_table import one_step_configs, one_step_vs_quality
 from course_lib.pretrained import consistency_model, digits_model, flow_digits_model, meanflow_model, reflow_digits_model
+from course_lib.pretrained.onestep import consistency_critic_model
 from course_lib.schedules import SPACINGS
 from course_lib.solvers import EDM_SIGMA_MAX, SIGMA_SAMPLERS, SIGMA_SPACINGS
 from course_lib.steps_table import (
@@ -93,11 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
                                       args.seed, batch_size=args.batch_size, progress=not args.json)
     onestep_info = None
     if not args.no_onestep:
-        cm, onestep_info = consistency_model(profile, device=device, progress=not args.json)
+        cm, _ = consistency_model(profile, device=device, progress=not args.json)
+        critic, onestep_info = consistency_critic_model(profile, device=device, progress=not args.json)
         mf, _ = meanflow_model(profile, device=device, progress=not args.json)
-        rows += one_step_vs_quality({"consistency": cm.eval(), "meanflow": mf.eval()}, real,
-                                    one_step_configs({"consistency": "consistency", "meanflow": "meanflow"}), n,
-                                    args.seed, batch_size=args.batch_size, progress=not args.json)
+        kinds = {"consistency": "consistency", "consistency+critic": "consistency", "meanflow": "meanflow"}
+        rows += one_step_vs_quality({"consistency": cm.eval(), "consistency+critic": critic.eval(), "meanflow": mf.eval()},
+                                    real, one_step_configs(kinds), n, args.seed, batch_size=args.batch_size,
+                                    progress=not args.json)
     best = best_within(rows, TARGET_NFE)
     ratio = best["fid"] / reference_fid(rows)
     result = {
@@ -131,7 +140,7 @@ def print_table(r: dict) -> None:
         if r[f"best_ratio_at_{k}"] is not None:
             print(f"best within {k} NFE: {r[f'best_ratio_at_{k}']:.2f}× DDPM-1000")
     if r["onestep_train_seconds"] is not None:
-        print(f"one-step (consistency distillation) training: +{r['onestep_train_seconds']:.0f} s")
+        print(f"one-step (consistency distillation + critic) training: +{r['onestep_train_seconds']:.0f} s")
     if r["flow_train_seconds"] is not None:
         print(f"training: diffusion {r['diffusion_train_seconds']:.0f} s · flow {r['flow_train_seconds']:.0f} s · "
               f"reflow +{r['reflow_extra_seconds']:.0f} s (pairs + second training)")

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence, get_args
+from typing import Any, Callable, Iterator, Literal, Sequence, get_args
 
 import torch
 from torch import nn
@@ -346,8 +346,21 @@ class PathConsistency:
 
     def loss(self, model: nn.Module, paths: torch.Tensor, cond: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.distance_of(*self.answers(model, paths, generator))
+
+    def distance_of(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """d(pred, target) averaged over the batch: pseudo-Huber or mean squared error."""
+        if self.distance == "mse":
+            return (pred.float() - target.float()).pow(2).mean()
+        return pseudo_huber(pred - target).mean()
+
+    def answers(self, model: nn.Module, paths: torch.Tensor, generator: torch.Generator | None = None, *,
+                top: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f_θ(x_i, σ_i), stopgrad f_θ(x_j, σ_j))`` for a batch of paths, i and j drawn as the class docstring
+        says; the first ``top`` examples take i = 0 (the static at σ_max: the one-call jump)."""
         b, c, dev, L = paths.shape[0], self.channels, paths.device, len(self.sigmas)
         i = torch.randint(L - 1, (b,), generator=generator)
+        i[:top] = 0
         if self.skip == "adjacent":
             j = i + 1
         else:
@@ -359,14 +372,79 @@ class PathConsistency:
         x_i, x_j = points[rows, i_d], points[rows, j_d]
         with torch.no_grad():
             target = model(x_j, sig[j].to(dev))
-        pred = model(x_i, sig[i].to(dev))
-        if self.distance == "mse":
-            return (pred.float() - target.float()).pow(2).mean()
-        return pseudo_huber(pred - target).mean()
+        return model(x_i, sig[i].to(dev)), target
+
+
+# ============================================================================ a critic on the student's answers
+class StudentCritic(nn.Module):
+    """A consistency student f_θ(x, σ) and a critic D(picture) → score as one model for the training loop (its
+    checkpoints, EMA and shipped file hold both). Called like the student: ``model(x, sigma)`` is f_θ(x, σ), so
+    :func:`sample_consistency` samples it as it is; ``config`` is the student's (the critic's in ``critic_config``)."""
+
+    def __init__(self, student: nn.Module, critic: nn.Module) -> None:
+        super().__init__()
+        self.student, self.critic = student, critic
+        self.config = student.config
+        self.critic_config = critic.config.to_dict()
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.student(x, sigma, cond)
+
+
+@dataclass(frozen=True, eq=False)
+class AdversarialConsistency:
+    """Consistency distillation on teacher paths plus a critic, an objective with turns for :func:`course_lib.training.train`
+    (the model: a :class:`StudentCritic`; the data: the paths of :func:`teacher_paths`).
+
+        critic:   L_D = mean max(0, 1 − D(x_real)) + mean max(0, 1 + D(clamp sg f_θ(x_i, σ_i)))   (chapter 09's hinge loss)
+        student:  L = d(f_θ(x_i, σ_i), sg f_θ(x_j, σ_j)) − λ·mean D(f_θ(x_i, σ_i))
+
+    The consistency term (:class:`PathConsistency`) keeps the student's answers on the teacher's paths; the
+    critic, trained at the same time to tell the student's answers from real training digits, pushes them
+    towards pictures the data could hold where a regression target alone leaves them blurred between the
+    possible ends (the GAN term of consistency trajectory models, Kim et al. 2024, §4.2; adversarial diffusion
+    distillation, Sauer et al. 2023, §3). The critic sees the answers clamped to [−1, 1], as the sampler returns
+    them; ``top_fraction`` of each batch jumps from σ_max (the one-call answer; the rest as :class:`PathConsistency`
+    draws); ``weight`` is λ; ``real``: the real pictures (N, C, H, W), named in the run's identity by ``real_sha256``.
+    """
+
+    consistency: PathConsistency
+    real: torch.Tensor = field(repr=False)
+    real_sha256: str
+    weight: float = 0.05
+    top_fraction: float = 0.0
+    lr_student: float = 1e-4
+    lr_critic: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.99)
+
+    def __post_init__(self) -> None:
+        check_float("weight", self.weight, min_value=0.0)
+        check_float("top_fraction", self.top_fraction, min_value=0.0, max_value=1.0)
+        check_float("lr_student", self.lr_student, min_value=0.0, max_value=1.0)
+        check_float("lr_critic", self.lr_critic, min_value=0.0, max_value=1.0)
+
+    def identity(self) -> dict[str, Any]:
+        return {"objective": "adversarial_consistency", "consistency": self.consistency.identity(), "real": self.real_sha256,
+                "weight": self.weight, "top_fraction": self.top_fraction, "lr_student": self.lr_student,
+                "lr_critic": self.lr_critic, "betas": list(self.betas)}
+
+    def optimizers(self, model: StudentCritic, config: Any) -> dict[str, torch.optim.Optimizer]:
+        return {"critic": torch.optim.Adam(model.critic.parameters(), lr=self.lr_critic, betas=self.betas),
+                "student": torch.optim.Adam(model.student.parameters(), lr=self.lr_student, betas=self.betas)}
+
+    def turns(self, model: StudentCritic, paths: torch.Tensor, cond: torch.Tensor | None,
+              generator: torch.Generator) -> Iterator[tuple[str, torch.Tensor]]:
+        top = round(self.top_fraction * paths.shape[0])
+        pred, target = self.consistency.answers(model.student, paths, generator, top=top)
+        real = self.real[torch.randint(self.real.shape[0], (paths.shape[0],), generator=generator)].to(paths.device)
+        fake = pred.detach().clamp(-1, 1)  # as the sampler returns them
+        # chapter 09's hinge losses (course_lib.models.gan.hinge_d_loss / hinge_g_loss, written out: this layer sits below the networks)
+        yield "critic", torch.relu(1.0 - model.critic(real)).mean() + torch.relu(1.0 + model.critic(fake)).mean()
+        yield "student", self.consistency.distance_of(pred, target) - self.weight * model.critic(pred).mean()
 
 
 __all__ = [
-    "DISTANCES", "PathConsistency", "SIGMA_DATA", "SIGMA_LOW", "TEACHER_SOLVERS", "ConsistencyConfig", "ConsistencyDistillation", "ConsistencyModel",
+    "AdversarialConsistency", "DISTANCES", "PathConsistency", "StudentCritic", "SIGMA_DATA", "SIGMA_LOW", "TEACHER_SOLVERS", "ConsistencyConfig", "ConsistencyDistillation", "ConsistencyModel",
     "boundary_scalings", "consistency_function", "consistency_sigmas", "distillation_grid", "edm_scalings",
     "path_sigmas", "pseudo_huber", "sample_consistency", "teacher_paths", "teacher_step", "UnconstrainedModel",
 ]

@@ -196,7 +196,6 @@ def test_sample_meanflow_uses_the_average_velocity():
 # ----------------------------------------------------------------------------- paths, any-pair targets, the table
 def test_teacher_paths_end_with_the_teachers_sampler():
     from course_lib.consistency import path_sigmas, teacher_paths
-    from course_lib.flow import sample_flow
 
     net = _tiny_unet()
     z = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -247,3 +246,37 @@ def test_one_step_rows_have_the_table_format():
     assert all(r["nfe"] == r["steps"] for r in rows)
     with pytest.raises(ValueError, match="not in models"):
         one_step_vs_quality(models, real, one_step_configs({"other": "meanflow"}), 4, progress=False)
+
+
+def test_adversarial_consistency_turns_and_training():
+    from course_lib.consistency import AdversarialConsistency, PathConsistency, StudentCritic
+    from course_lib.models.gan import Discriminator, GANConfig
+    from course_lib.optim import TrainConfig
+    from course_lib.training import train
+
+    torch.manual_seed(0)
+    sig = (80.0, 5.0, 0.5, 0.002)
+    pair = StudentCritic(ConsistencyModel(_tiny_unet()), Discriminator(GANConfig(image_size=16, d_base=8)))
+    x = torch.randn(2, 1, 16, 16)
+    assert torch.equal(pair(x, 3.0), pair.student(x, 3.0))  # the pair samples as its student
+    real = torch.rand(20, 1, 16, 16) * 2 - 1
+    objective = AdversarialConsistency(PathConsistency(sig), real, "r", weight=0.5, top_fraction=0.5)
+    paths = torch.randn(6, 4, 16, 16)
+    pair.critic.eval()  # no power iteration of the spectral norm: the critic scores the same twice
+    turns = list(objective.turns(pair, paths, None, torch.Generator().manual_seed(1)))
+    assert [name for name, _ in turns] == ["critic", "student"]
+    assert all(loss.dim() == 0 and torch.isfinite(loss) for _, loss in turns)
+    # the student's loss is the consistency distance minus λ·mean critic score on the same answers
+    pred, target = PathConsistency(sig).answers(pair.student, paths, torch.Generator().manual_seed(1), top=3)
+    want = PathConsistency(sig).distance_of(pred, target) - 0.5 * pair.critic(pred).mean()
+    assert torch.allclose(turns[1][1], want, atol=1e-6)
+    assert objective.identity() != AdversarialConsistency(PathConsistency(sig), real, "r", weight=0.2).identity()
+    pair.critic.train()
+    before = {k: v.clone() for k, v in pair.state_dict().items()}
+    result = train(pair, objective, paths, TrainConfig(steps=2, batch_size=4, lr=1e-4, warmup=1, checkpoint_every=0),
+                   progress=False)
+    after = result.model.state_dict()
+    for part in ("student.", "critic."):  # both players moved
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part))
+    with pytest.raises(ValueError, match="weight"):
+        AdversarialConsistency(PathConsistency(sig), real, "r", weight=-1.0)
