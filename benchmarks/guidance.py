@@ -15,7 +15,7 @@ attribute read right by the shipped attribute classifier) and the background spe
 ``--no-prompts`` leaves them null.
 
     python benchmarks/guidance.py [--profile cpu] [--device auto] [--scales 0,1,2,3,5,8]
-                                  [--per-class 50] [--real 1000] [--sampler ddim] [--steps N]
+                                  [--per-class 50] [--real 1000] [--sampler dpmpp_2m_sde] [--steps N]
                                   [--threads N] [--no-prompts] [--json]
 """
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--scales", default="0,1,2,3,5,8", help="guidance scales s (s = 1: unguided conditional)")
     ap.add_argument("--per-class", type=int, default=None, help="samples per digit (default 2 smoke, 50 cpu, 200 gpu)")
     ap.add_argument("--real", type=int, default=1000, help="real test digits for FID (at most 1000)")
-    ap.add_argument("--sampler", default="ddim", help=f"one of {SAMPLERS}")
+    ap.add_argument("--sampler", default="dpmpp_2m_sde", help=f"one of {SAMPLERS} (default: chapter 06's recommendation, as chapter 07)")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default 4 smoke, 20 cpu, 50 gpu)")
     ap.add_argument("--no-prompts", action="store_true", help="skip the prompt (chapter 08) part")
     args = ap.parse_args(argv)
