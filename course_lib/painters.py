@@ -85,13 +85,20 @@ def unet_digits_config(profile: Profile = "auto", size: Size = "base"):
     return replace(base, base_channels=width) if resolve_profile(profile) != "smoke" else base  # cpu 16/32/48, gpu 32/64/96
 
 
+def budget_steps(family: Family, size: Size) -> int:
+    """The steps one idle CPU thread takes in the race's budget: ``DIGITS_BUDGET_SECONDS`` ÷ the measured seconds per
+    step (:data:`STEP_SECONDS`), to tens."""
+    check_choice("family", family, ("dit", "unet"))
+    check_choice("size", size, SIZES)
+    return int(round(DIGITS_BUDGET_SECONDS / STEP_SECONDS[(family, size)] / 10)) * 10
+
+
 def race_steps(profile: Profile, family: Family, size: Size) -> int:
-    """Steps that fit the race's wall-time budget: budget ÷ seconds per step (cpu); a few in smoke; 4× cpu on a GPU."""
+    """Steps that fit the race's wall-time budget: :func:`budget_steps` (cpu); a few in smoke; 4× cpu on a GPU."""
     prof = resolve_profile(profile)
     if prof == "smoke":
         return 4
-    steps = int(round(DIGITS_BUDGET_SECONDS / STEP_SECONDS[(family, size)] / 10)) * 10
-    return steps * (4 if prof == "gpu" else 1)
+    return budget_steps(family, size) * (4 if prof == "gpu" else 1)
 
 
 def race_train_config(profile: Profile, family: Family, size: Size) -> TrainConfig:
@@ -268,6 +275,6 @@ def joint_attention_maps(model: MMDiT, prompt: str, *, t: float = 0.5, seed: int
 
 __all__ = ["ConditionDropout", "DIGITS_BUDGET_SECONDS", "DIT_DIGITS", "DIT_LABEL_INIT_STD", "DIT_LR", "DIT_PREDICTION",
            "MMDIT_LR", "MMDIT_SCENES", "RACE", "SIZES", "STEP_SECONDS",
-           "UNET_DIGITS", "digits_scores", "dit_digits_config", "joint_attention_maps", "mmdit_config", "mmdit_images",
+           "UNET_DIGITS", "budget_steps", "digits_scores", "dit_digits_config", "joint_attention_maps", "mmdit_config", "mmdit_images",
            "mmdit_prompt_accuracy", "num_parameters", "race_model", "race_steps", "race_train_config", "scene_data",
            "unet_digits_config"]
