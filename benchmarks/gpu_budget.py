@@ -1,6 +1,8 @@
 """The gpu profile's budget per chapter: work, predicted time on a Colab T4 and on an H100, and peak memory.
 
-For every network the ``gpu`` profile trains (each registry record whose ``gpu`` weights do not ship), one
+For every network the ``gpu`` profile trains (each registry record with no shipped weights for it: the ``gpu``
+profile loads the ``cpu`` profile's where they ship, ``registry.shipped_profile``, and then only that network's
+sampling is counted, with its forward pass), one
 training step is executed with the profile's own batch on fake tensors (``FakeTensorMode``: shapes and dtypes,
 no arithmetic, so a 2-core CPU measures a batch of 128 in a second) and measured:
 
@@ -16,14 +18,14 @@ A forward pass alone (the same objective under ``no_grad``) gives each network's
 
 **Predicted time** (a roofline with a launch floor, per step): ``max(FLOPs / (peak · u), bytes / (bandwidth · u_bw),
 kernels · launch)``. Stated assumptions (:data:`GPUS`): a T4 trains in **float16** autocast with loss scaling
-(``training.autocast_dtype``: it lacks bfloat16 in hardware), so its 65 TFLOPS fp16 tensor cores are the peak
-(the ``T4_fp32`` column: the 8.1 TFLOPS it had when the loop trained it in float32); an H100 trains in bfloat16
-(990 TFLOPS dense). Utilisation u = 30 % of
+(``settings.autocast_dtype``: it lacks bfloat16 in hardware), and the samplers call the network in the same
+autocast (``settings.in_half_precision``), so its 65 TFLOPS fp16 tensor cores are the peak (the ``T4_fp32``
+column: float32 throughout, 8.1 TFLOPS, as before both); an H100 trains and samples in bfloat16 (990 TFLOPS
+dense); bytes moved in autocast are half the float32 measurement. Utilisation u = 30 % of
 peak compute and 60 % of bandwidth for these small networks. Host time per kernel (eager PyTorch, the course's
 Python around it): 43 µs next to an H100 — calibrated on the one H100 measurement, train_throughput.py's 2384
 img/s for the digits-cpu preset at batch 64, 27 ms a step for 627 kernels and 14 GFLOP (launch-bound) — and 50 µs
-on Colab's slower host CPU (assumed). Sampling runs in float32 on both in
-batches of the training batch. **Peak memory** = weights + gradients + AdamW's two moments (4 × fp32) + the EMA
+on Colab's slower host CPU (assumed). Sampling runs in batches of the training batch. **Peak memory** = weights + gradients + AdamW's two moments (4 × fp32) + the EMA
 copy + the dataset on the device + the measured activations + 0.5 GiB of CUDA context.
 
 The **sampling work** of a chapter is estimated from its notebook's ``gpu`` picks (pictures × network calls,
@@ -53,7 +55,7 @@ from _cli import benchmark_parser, emit, run_conditions, run_main
 from course_lib import training
 from course_lib.objectives import DiffusionObjective
 from course_lib.optim import optimizer_step
-from course_lib.registry import Recipe, load_all_records
+from course_lib.registry import Recipe, load_all_records, shipped_profile
 from course_lib.schedules import NoiseSchedule
 from course_lib.settings import DRYRUN_ENV, RUNS_ENV, check_int
 
@@ -65,23 +67,23 @@ class Gpu:
     """A card as the prediction sees it (see the module docstring for the assumptions)."""
 
     name: str
-    train_tflops: float  # peak of the dtype the course trains in there
-    sample_tflops: float  # float32 peak (sampling runs without autocast)
+    half_tflops: float  # dense peak in the half dtype the course's autocast picks there (float16 / bfloat16)
+    fp32_tflops: float  # float32 peak
     bandwidth_gbs: float
     memory_gib: float
     launch_us: float  # host time per kernel, eager PyTorch
+    half: bool = True  # training (amp recipes) and sampling run in autocast: settings.autocast_dtype
     util: float = 0.30  # fraction of peak compute these small networks reach
     util_bw: float = 0.60  # fraction of peak bandwidth
-    train_bytes_factor: float = 1.0  # bytes moved relative to the float32 measurement (bf16 activations: ~0.5)
+    half_bytes_factor: float = 0.5  # bytes moved in autocast relative to the float32 measurement
 
 
 GPUS = {
-    "T4": Gpu("T4", train_tflops=65, sample_tflops=8.1, bandwidth_gbs=320, memory_gib=15.0, launch_us=50.0,
-              train_bytes_factor=0.5),  # float16 autocast + loss scaling in training; sampling in float32
-    # the same T4 training in float32 (before the loop's float16 path)
-    "T4_fp32": Gpu("T4", train_tflops=8.1, sample_tflops=8.1, bandwidth_gbs=320, memory_gib=15.0, launch_us=50.0),
-    "H100": Gpu("H100", train_tflops=990, sample_tflops=67, bandwidth_gbs=3350, memory_gib=80.0, launch_us=43.0,
-                train_bytes_factor=0.5),
+    "T4": Gpu("T4", half_tflops=65, fp32_tflops=8.1, bandwidth_gbs=320, memory_gib=15.0, launch_us=50.0),
+    # the same T4 in float32 throughout (before the loop's float16 path and the samplers' autocast)
+    "T4_fp32": Gpu("T4", half_tflops=65, fp32_tflops=8.1, bandwidth_gbs=320, memory_gib=15.0, launch_us=50.0,
+                   half=False),
+    "H100": Gpu("H100", half_tflops=990, fp32_tflops=67, bandwidth_gbs=3350, memory_gib=80.0, launch_us=43.0),
 }
 #: network calls of sampling per chapter, estimated from each notebook's gpu picks: (recipe whose network is
 #: called, calls = pictures × calls per picture, where the figure comes from)
@@ -109,6 +111,11 @@ SAMPLING: dict[str, list[tuple[str, int, str]]] = {
     "16": [("masked_captions", 1000 * (1 + 2 + 4 + 8 + 16 + 24 + 48), "1000 captions × the steps curve"),
            ("next_word_captions", 1000 * 24, "1000 captions × 24 tokens")],
 }
+
+
+#: records no chapter trains (a benchmark script does; chapter 14 reads the size sweep's figures from dit_digits's card)
+NOT_TRAINED_BY_CHAPTERS = {f"{family}_digits_{size}": "benchmarks/train_dit.py --only sweep"
+                           for family in ("dit", "unet") for size in ("small", "large")}
 
 
 FREE_OPS = ("detach", "lift_fresh", "alias", "device", "_local_scalar_dense")  # no kernel (or a host read)
@@ -207,7 +214,8 @@ def data_only_dry_run() -> Iterator[None]:
     saved, paths = {k: os.environ.get(k) for k in (DRYRUN_ENV, RUNS_ENV)}, dict(onestep.PATHS)
     with tempfile.TemporaryDirectory() as runs:
         os.environ.update({DRYRUN_ENV: "1", RUNS_ENV: runs})
-        onestep.PATHS["gpu"] = paths["smoke"]  # chapter 15's teacher paths: the smoke count (the dry run does not cap it)
+        for prof in ("cpu", "gpu"):  # chapter 15's teacher paths: the smoke count (the dry run does not cap it)
+            onestep.PATHS[prof] = paths["smoke"]
         try:
             yield
         finally:
@@ -249,10 +257,12 @@ def measure_recipe(recipe: Recipe, profile: str = "gpu") -> dict[str, Any]:
             "stages": stages}
 
 
-def step_seconds(cost: dict[str, float], gpu: Gpu, *, train: bool, amp: bool = True) -> float:
-    """Roofline + launch floor of one step (see the module docstring)."""
-    tflops = gpu.train_tflops if (train and amp) else gpu.sample_tflops
-    moved = cost["bytes"] * (gpu.train_bytes_factor if (train and amp) else 1.0)
+def step_seconds(cost: dict[str, float], gpu: Gpu, *, amp: bool = True) -> float:
+    """Roofline + launch floor of one step or forward (see the module docstring); ``amp``: the recipe trains in
+    autocast (sampling always does: ``settings.in_half_precision``)."""
+    half = gpu.half and amp
+    tflops = gpu.half_tflops if half else gpu.fp32_tflops
+    moved = cost["bytes"] * (gpu.half_bytes_factor if half else 1.0)
     return max(cost["flops"] / (tflops * 1e12 * gpu.util), moved / (gpu.bandwidth_gbs * 1e9 * gpu.util_bw),
                cost["kernels"] * gpu.launch_us * 1e-6)  # the host launches while the GPU works: the slower one sets the pace
 
@@ -265,13 +275,15 @@ def chapter_table(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return chapters.setdefault(ch, {"chapter": ch, "train_flops": 0.0, "sample_flops": 0.0, "peak_gib": 0.0,
                                         "networks": [], **{f"{g}_s": 0.0 for g in GPUS}})
     for m in measured:
+        if not m.get("trains", True):
+            continue  # loaded (its cpu weights ship): sampling only, below
         r = row(m["chapter"])
         r["networks"].append(m["recipe"])
         for st in m["stages"]:
             r["train_flops"] += st["step"]["flops"] * st["steps"]
             r["peak_gib"] = max(r["peak_gib"], st["peak_bytes"] / GiB)
             for g, gpu in GPUS.items():
-                r[f"{g}_s"] += st["steps"] * step_seconds(st["step"], gpu, train=True, amp=st["amp"])
+                r[f"{g}_s"] += st["steps"] * step_seconds(st["step"], gpu, amp=st["amp"])
     for ch, jobs in SAMPLING.items():
         r = row(ch)
         for name, calls, _why in jobs:
@@ -281,7 +293,7 @@ def chapter_table(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
             batches = math.ceil(calls / st["batch"])
             r["sample_flops"] += st["forward"]["flops"] * batches
             for g, gpu in GPUS.items():
-                r[f"{g}_s"] += batches * step_seconds(st["forward"], gpu, train=False)
+                r[f"{g}_s"] += batches * step_seconds(st["forward"], gpu)
     return [chapters[k] for k in sorted(chapters)]
 
 
@@ -313,11 +325,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--only: unknown recipe(s) {unknown}; choose from {sorted(recipes)}")
     measured, skipped = [], []
     for name, recipe in sorted(recipes.items()):
-        if (args.only and name not in args.only) or "gpu" in recipe.shipped or recipe.frozen:
+        if (args.only and name not in args.only) or recipe.frozen or name in NOT_TRAINED_BY_CHAPTERS:
             continue
+        ships = shipped_profile(recipe, "gpu")  # the gpu profile loads these weights: only their sampling costs
         tic = time.perf_counter()
         try:
-            measured.append({**measure_recipe(recipe), "seconds": round(time.perf_counter() - tic, 1)})
+            measured.append({**measure_recipe(recipe, ships or "gpu"), "trains": ships is None, "profile": ships or "gpu",
+                             "seconds": round(time.perf_counter() - tic, 1)})
         except Exception as err:  # a network fake tensors cannot run: say which, measure the others
             skipped.append(f"{name}: {type(err).__name__}: {str(err)[:160]}")
         print(f"{name}: {time.perf_counter() - tic:.1f} s", file=sys.stderr, flush=True)
@@ -333,8 +347,12 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"{'recipe':<28}{'ch':>4}{'params':>10}{'batch':>7}{'steps':>8}{'GFLOP/step':>12}{'kernels':>9}"
           f"{'act. GiB':>10}{'peak GiB':>10}{'T4 ms/step':>12}{'H100 ms':>9}")
     for m in result["recipes"]:
+        if not m.get("trains", True):
+            print(f"{m['recipe']:<28}{m['chapter']:>4}  loads the {m['profile']} profile's shipped weights "
+                  f"({m['stages'][-1]['params'] / 1e6:.2f}M; sampling only)")
+            continue
         for st in m["stages"]:
-            t4, h100 = (1e3 * step_seconds(st["step"], GPUS[g], train=True, amp=st["amp"]) for g in ("T4", "H100"))
+            t4, h100 = (1e3 * step_seconds(st["step"], GPUS[g], amp=st["amp"]) for g in ("T4", "H100"))
             print(f"{m['recipe']:<28}{m['chapter']:>4}{st['params'] / 1e6:>9.2f}M{st['batch']:>7}{st['steps']:>8}"
                   f"{st['step']['flops'] / 1e9:>12.1f}{st['step']['kernels']:>9}{st['activation_bytes'] / GiB:>10.2f}"
                   f"{st['peak_bytes'] / GiB:>10.2f}{t4:>12.0f}{h100:>9.1f}")

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence, get_args
 import torch
 from torch import nn
 
-from .settings import check_bool, check_choice, check_float, check_int
+from .settings import check_bool, check_choice, check_float, check_int, in_half_precision
 from .solvers import EDM_SIGMA_MAX, EDM_SIGMA_MIN, flow_denoiser
 
 TeacherSolver = Literal["euler", "heun"]
@@ -194,7 +194,7 @@ def sample_consistency(model: ConsistencyFn, x: torch.Tensor, sigmas: Sequence[f
     check_bool("clip_denoised", clip_denoised)
     denoised = x
     for i in range(len(grid) - 1):
-        denoised = model(x, torch.full((x.shape[0],), grid[i], device=x.device))
+        denoised = in_half_precision(model, x, torch.full((x.shape[0],), grid[i], device=x.device))  # GPU: autocast
         if clip_denoised:
             denoised = denoised.clamp(-1, 1)
         if callback is not None:

@@ -43,7 +43,7 @@ from .forward import PREDICTION_TYPES, PredictionType, split_prediction_at
 from .sampler_inputs import check_sampling_inputs
 from .schedules import NoiseSchedule, broadcast_to, sigma_to_t
 from .solvers import EDM_SIGMA_MAX, EDM_SIGMA_MIN, flow_denoiser, karras_sigmas, network_calls, solve_flow, steps_within
-from .settings import capped, check_bool, check_choice, check_float, check_int
+from .settings import capped, check_bool, check_choice, check_float, check_int, in_half_precision
 
 FlowSampler = Literal["euler", "heun", "midpoint", "dpmpp_2m", "dpmpp_2m_sde"]
 TimestepSampling = Literal["uniform", "logit_normal", "u_shaped"]
@@ -270,7 +270,7 @@ def sample_flow(
     def velocity_fn(x: torch.Tensor, sigma: float) -> torch.Tensor:
         nonlocal checked
         t = torch.full((x.shape[0],), sigma * time_scale, device=x.device, dtype=sigmas.dtype)
-        out = net(x, t) if cond is None else net(x, t, cond=cond)
+        out = in_half_precision(net, x, t) if cond is None else in_half_precision(net, x, t, cond=cond)
         if not checked and (not isinstance(out, torch.Tensor) or out.shape != x.shape):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the model returned shape {got} for an input of shape {tuple(x.shape)}; "

@@ -36,7 +36,7 @@ from torch import nn
 from .flow import TIME_SCALE, flow_path
 from .models.embeddings import sinusoidal_embedding
 from .models.unet import UNet, UNetConfig
-from .settings import check_float, check_int
+from .settings import check_float, check_int, in_half_precision
 
 GAP_DIM = 64  # sinusoidal features of the gap t − r fed to the U-Net's vector condition
 FD_STEP = 1e-5  # the finite difference's step along the path, in flow time (0.01 of a network timestep): 0.5 % from the exact JVP
@@ -135,7 +135,7 @@ def sample_meanflow(model: Callable[..., torch.Tensor], noise: torch.Tensor, num
     x = noise
     times = torch.linspace(1, 0, num_steps + 1).tolist()
     for t, r in zip(times[:-1], times[1:]):
-        x = x - (t - r) * model(x, t, r)
+        x = x - (t - r) * in_half_precision(model, x, t, r)  # float16/bfloat16 on a GPU, as in training
     return x
 
 

@@ -35,7 +35,7 @@ from .forward import (
 from .guidance import cfg_model
 from .sampler_inputs import check_sampling_inputs
 from .schedules import SPACINGS, NoiseSchedule, Spacing, alpha_bar_at, schedule_sigmas, timesteps
-from .settings import capped, check_bool, check_choice, check_float, check_int
+from .settings import capped, check_bool, check_choice, check_float, check_int, in_half_precision
 from .solvers import (
     EDM_SIGMA_MAX,
     SIGMA_SAMPLERS,
@@ -207,7 +207,9 @@ def _ddim_update(s: NoiseSchedule, model_output: torch.Tensor, tt: torch.Tensor,
 # ============================================================================ the model call
 def _bind_model(model: DiffusionModel, cond: torch.Tensor | None = None, guidance_scale: float = 1.0) -> ModelFn:
     """``model`` as a function (x_t, t) → output: ``cond`` bound, classifier-free guidance applied by
-    :func:`course_lib.guidance.cfg_model` when s ≠ 1 (one batched call on [x, x] with [cond, −1…]), and
+    :func:`course_lib.guidance.cfg_model` when s ≠ 1 (one batched call on [x, x] with [cond, −1…]), the
+    network run by :func:`course_lib.settings.in_half_precision` (a GPU's float16/bfloat16 autocast, as in
+    training; float32 on a CPU) and its output returned in float32, and
     the first output checked to be shaped like x_t (:func:`course_lib.forward.check_model_output`).
     With ``cond=None`` the model is called as ``model(x_t, t)``."""
     net = cfg_model(model, guidance_scale) if cond is not None and guidance_scale != 1.0 else model
@@ -215,7 +217,7 @@ def _bind_model(model: DiffusionModel, cond: torch.Tensor | None = None, guidanc
 
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         nonlocal checked
-        out = net(x, t) if cond is None else net(x, t, cond=cond)
+        out = in_half_precision(net, x, t) if cond is None else in_half_precision(net, x, t, cond=cond)
         if not checked:
             checked = check_model_output(out, x) is out
         return out

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar, get_args
+from typing import Any, Iterator, Literal, Sequence, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -209,6 +210,53 @@ def capped_count(value: T, smoke: T) -> T:
     if isinstance(value, (list, tuple)) and all(is_int(v) for v in value) and any(v > cap for v in value):
         return smoke
     return value
+
+
+def _native_bf16() -> bool:
+    """True on CUDA GPUs with bf16 in hardware (Ampere and newer); a T4 only emulates it, slowly."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the keyword
+        return torch.cuda.is_bf16_supported()
+
+
+def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The dtype of the forward passes' autocast, or None for float32 (``TrainConfig.amp`` on ``device``; the
+    samplers' network calls use ``amp=True``).
+
+    bfloat16 on CUDA GPUs with it in hardware (Ampere and newer: A100, H100, L4); float16 on older ones
+    (Colab's T4, V100), where the training loop scales the loss (:func:`course_lib.optim.optimizer_step`)
+    because float16's narrow range would flush small gradients to zero; bfloat16 on the CPU in a gpu dry run
+    (``make gpu-dryrun``); float32 on the CPU otherwise (bitwise reproducible)."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if _native_bf16() else torch.float16
+    return torch.bfloat16 if gpu_dryrun() else None
+
+
+@contextmanager
+def half_precision(device: torch.device) -> Iterator[None]:
+    """Autocast for a network's forward passes outside training (the samplers' calls, chapters 05–07): the dtype
+    the training loop's autocast has on ``device`` (:func:`autocast_dtype`) — float16 on a T4, bfloat16 on newer
+    GPUs and in a gpu dry run — and nothing (float32, bitwise reproducible) on a CPU. On a T4 float16 runs on its
+    tensor cores at 65 TFLOPS against 8.1 in float32: the ``gpu`` profile's FID tables sample 8 × faster."""
+    dtype = autocast_dtype(True, device)
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device.type, dtype=dtype):
+        yield
+
+
+def in_half_precision(net: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    """``net(x, *args, **kwargs)`` in :func:`half_precision` on ``x``'s device, its output back in float32: how the
+    samplers call a network (the solver's own arithmetic stays float32; on a CPU nothing changes)."""
+    with half_precision(x.device):
+        out = net(x, *args, **kwargs)
+    if isinstance(out, torch.Tensor) and out.dtype in (torch.float16, torch.bfloat16):
+        out = out.float()
+    return out
 
 
 def get_device(device: DeviceName = "auto") -> torch.device:

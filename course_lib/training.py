@@ -60,7 +60,7 @@ from .optim import (
     LATER_FIELDS, LR_SCHEDULES, LRSchedule, TrainConfig, config_identity, ema_decay_at, ema_update, lr_at,
     noisy_classifier_config, optimizer_step,
 )
-from .settings import capped, check_bool, check_int, gpu_dryrun, resolve_device
+from .settings import autocast_dtype, capped, check_bool, check_int, resolve_device
 
 class TrainResult(NamedTuple):
     """What :func:`train` returns: the trained model, its EMA copy (sample from this one), the
@@ -104,29 +104,6 @@ def _split_data(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 
-def _native_bf16() -> bool:
-    """True on CUDA GPUs with bf16 in hardware (Ampere and newer); a T4 only emulates it, slowly."""
-    try:
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # older torch without the keyword
-        return torch.cuda.is_bf16_supported()
-
-
-def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
-    """The dtype of the forward passes' autocast, or None for float32 (``TrainConfig.amp`` on ``device``).
-
-    bfloat16 on CUDA GPUs with it in hardware (Ampere and newer: A100, H100, L4); float16 on older ones
-    (Colab's T4, V100), where the loop scales the loss (:func:`course_lib.optim.optimizer_step`) because
-    float16's narrow range would flush small gradients to zero; bfloat16 on the CPU in a gpu dry run
-    (``make gpu-dryrun``); float32 on the CPU otherwise (bitwise reproducible)."""
-    if not amp:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if _native_bf16() else torch.float16
-    return torch.bfloat16 if gpu_dryrun() else None
-
-
-# ----------------------------------------------------------------------------- one step
 # ----------------------------------------------------------------------------- one step
 def _turns(objective: Any, net: nn.Module, x0: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator,
            config: TrainConfig, part: slice | None) -> Iterator[tuple[str, torch.Tensor]]:

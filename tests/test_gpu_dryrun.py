@@ -85,3 +85,17 @@ def test_text_encoder_with_an_empty_prompt_runs_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = enc(tokenize(["a cat", ""]))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out[0]).all() and torch.isnan(out[1]).all()
+
+
+def test_cross_attention_prompts_encode_under_bf16_autocast():
+    """The cross-attention U-Net's per-word encoder (chapters 11 and 13) writes its encoded rows back by index_put:
+    under autocast — a GPU's, and since the samplers call networks in it, every guided sampling step — the rows
+    are bfloat16 and an empty prompt (classifier-free guidance's unconditional half) sits beside them."""
+    from course_lib.latent.pipeline import build_latent_denoiser, latent_recipe
+    from course_lib.scenes import scene_tokenize
+
+    model = build_latent_denoiser(latent_recipe("smoke"), "crossattn").eval()
+    ids = scene_tokenize(["a cat in a red hat on the left", ""])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        context, mask = model.encode_prompt(model.as_prompt_ids(ids, 2, torch.device("cpu")))
+    assert context.shape[0] == 2 and bool(torch.isfinite(context[0]).all()) and bool(mask[0].any())

@@ -13,7 +13,8 @@ import torch
 from course_lib.checkpoints import CheckpointError, WeightsNotFound, has_checkpoint, read_state
 from course_lib.optim import LATER_FIELDS, TrainConfig, config_identity, lr_at
 from course_lib.registry import (
-    RECIPES, Recipe, Stage, card, card_scores, load_all_records, load_shipped, main, obtain, register, write_shipped,
+    RECIPES, Recipe, Stage, card, card_scores, load_all_records, load_shipped, main, obtain, register, shipped_profile,
+    write_shipped,
 )
 from course_lib.schedules import make_schedule
 
@@ -27,6 +28,14 @@ class Affine(torch.nn.Module):
 
     def forward(self, x, t, cond=None):
         return self.lin(x)
+
+
+class Wider(Affine):
+    """Another size of :class:`Affine` (a hidden layer of 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 4))
 
 
 def _data(profile: str) -> torch.Tensor:
@@ -87,6 +96,21 @@ def test_shipped_weights_round_trip_in_one_card_format_and_refuse_another_recipe
         obtain(recipe, "cpu", weights_dir=tmp_path)
     with pytest.raises(WeightsNotFound):
         obtain(replace(recipe, name="missing"), "cpu", weights_dir=tmp_path)
+
+
+def test_the_gpu_profile_loads_the_cpu_weights_where_only_those_ship(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    monkeypatch.delenv("COURSE_GPU_DRYRUN", raising=False)
+    assert [shipped_profile(_tiny(shipped=s), p) for s, p in [(("cpu",), "gpu"), (("cpu",), "cpu"), (("cpu",), "smoke"),
+            (("gpu", "cpu"), "gpu"), ((), "gpu")]] == ["cpu", "cpu", None, "gpu", None]
+    recipe = _tiny(build=lambda p: Wider() if p == "gpu" else Affine())  # the gpu recipe: another network
+    model, info = obtain(recipe, "smoke", progress=False)
+    write_shipped(recipe, model, info, profile="cpu", weights_dir=tmp_path)
+    loaded, held = obtain(recipe, "gpu", weights_dir=tmp_path)  # the cpu network and its checked weights
+    assert held["shipped"] and isinstance(loaded, Affine) and torch.allclose(loaded.lin.weight, model.lin.weight, atol=1e-3)
+    trained, tinfo = obtain(recipe, "gpu", weights_dir=tmp_path, retrain=True, progress=False)  # retrain: the gpu recipe
+    assert not tinfo["shipped"] and isinstance(trained, Wider)
 
 
 def test_stages_run_in_turn_and_a_killed_stage_resumes_bit_for_bit(tmp_path, monkeypatch):

@@ -220,3 +220,22 @@ def test_wrong_shape_model(s, sampler):
 
     with pytest.raises(ValueError, match=r"\(2, 1, 2, 4\).*\(2, 1, 4, 4\)"):
         sample(bad, s, SHAPE, sampler=sampler, num_steps=3, progress=False)
+
+
+@pytest.mark.parametrize("dryrun", ["0", "1"])
+def test_network_calls_run_in_the_training_autocast(monkeypatch, dryrun):
+    """Sampling calls the network under the autocast training uses on the device (``settings.half_precision``):
+    float32 on a CPU, bfloat16 in a gpu dry run (a T4 gets float16); the sampler's own arithmetic stays float32."""
+    monkeypatch.setenv("COURSE_GPU_DRYRUN", dryrun)
+    lin = torch.nn.Linear(2, 2).eval()
+    seen: list[torch.dtype] = []
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = lin(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, 2, H, W): channels through a linear layer
+        seen.append(out.dtype)
+        return out
+
+    gen = torch.Generator().manual_seed(0)
+    images = sample(model, make_schedule("cosine", 100), (2, 2, 4, 4), num_steps=2, generator=gen, progress=False)
+    assert seen and set(seen) == {torch.bfloat16 if dryrun == "1" else torch.float32}
+    assert images.dtype == torch.float32 and bool(torch.isfinite(images).all())

@@ -307,12 +307,13 @@ def test_any_objective_trains_through_the_same_loop_and_is_checked_on_resume(tmp
 
 # ----------------------------------------------------------------------------- mixed precision on GPUs without bf16
 def test_autocast_dtype_per_device(monkeypatch):
+    import course_lib.settings as settings
     import course_lib.training as training
 
     cuda = torch.device("cuda")  # only compared, never used: no GPU needed
-    monkeypatch.setattr(training, "_native_bf16", lambda: True)
+    monkeypatch.setattr(settings, "_native_bf16", lambda: True)
     assert training.autocast_dtype(True, cuda) == torch.bfloat16  # A100, H100, L4
-    monkeypatch.setattr(training, "_native_bf16", lambda: False)
+    monkeypatch.setattr(settings, "_native_bf16", lambda: False)
     assert training.autocast_dtype(True, cuda) == torch.float16  # Colab's T4: float16 with loss scaling
     assert training.autocast_dtype(False, cuda) is None
     monkeypatch.delenv("COURSE_GPU_DRYRUN", raising=False)

@@ -160,7 +160,7 @@ class CrossAttentionUNet(UNet):
             mask = None if apart is None else apart[nonempty].repeat_interleave(enc.config.num_heads, 0)  # (B'·heads, L, L)
             for layer in enc.layers:
                 hn = layer(hn, src_mask=mask, src_key_padding_mask=pad[nonempty])
-            h = h.index_put((nonempty.nonzero().squeeze(1),), hn)
+            h = h.to(hn.dtype).index_put((nonempty.nonzero().squeeze(1),), hn)  # autocast: hn may be bf16/fp16
         words = enc.out(enc.norm(h))  # (B, L, D): one vector per word, no pooling
         context = torch.cat([self.start.expand(len(ids), -1, -1), words], 1)
         mask = torch.cat([torch.ones_like(pad[:, :1]), ~pad], 1)

@@ -24,7 +24,7 @@ from ..data import load_mnist5000
 from ..flow import FlowMatching
 from ..models.unet import UNet, digits_config
 from ..optim import TrainConfig, config_identity
-from ..registry import Recipe, obtain, register
+from ..registry import Recipe, obtain, register, shipped_profile
 from ..settings import Profile, capped_count, check_bool, resolve_device, resolve_profile
 from .digits import digits_train_config
 
@@ -201,7 +201,7 @@ def reflow_digits_model(
     """
     check_bool("retrain", retrain)
     prof = resolve_profile(profile)
-    if prof in REFLOW.shipped and run_dir is None and not retrain:
+    if shipped_profile(REFLOW, prof) is not None and run_dir is None and not retrain:  # gpu: cpu's weights
         model, info = obtain(REFLOW, prof, device=device)
         return model, {"objective": _reflow_objective().identity(), **info}
     run_dir = Path(run_dir) if run_dir is not None else REFLOW.run_dir(prof)

@@ -37,7 +37,7 @@ from ..meanflow import MeanFlowNet, MeanFlowObjective
 from ..models.gan import Discriminator, GANConfig
 from ..models.unet import UNet, digits_config
 from ..optim import TrainConfig, config_identity
-from ..registry import Recipe, obtain, register
+from ..registry import Recipe, obtain, register, shipped_profile
 from ..settings import Profile, capped_count, check_bool, resolve_device, resolve_profile, runs_dir
 from .flows import flow_digits_model, flow_identity, flow_train_config
 
@@ -152,7 +152,7 @@ def consistency_model(profile: Profile = "auto", *, boundary: bool = True, run_d
     check_bool("retrain", retrain)
     prof = resolve_profile(profile)
     record = CONSISTENCY if check_bool("boundary", boundary) else CONSISTENCY_FREE
-    if prof in record.shipped and run_dir is None and not retrain:
+    if shipped_profile(record, prof) is not None and run_dir is None and not retrain:  # gpu: cpu's weights
         return obtain(record, prof, device=device)
     run_dir = Path(run_dir) if run_dir is not None else record.run_dir(prof)
     if retrain:
@@ -232,7 +232,7 @@ def consistency_critic_model(profile: Profile = "auto", *, run_dir: str | os.Pat
     the distillation's (paths + training) plus this stage's ``train_seconds``; ``distill_seconds`` the former."""
     check_bool("retrain", retrain)
     prof = resolve_profile(profile)
-    if prof in CONSISTENCY_CRITIC.shipped and run_dir is None and not retrain:
+    if shipped_profile(CONSISTENCY_CRITIC, prof) is not None and run_dir is None and not retrain:  # gpu: cpu's weights
         return obtain(CONSISTENCY_CRITIC, prof, device=device)
     run_dir = Path(run_dir) if run_dir is not None else CONSISTENCY_CRITIC.run_dir(prof)
     _, cm_info = consistency_model(prof, device=device, progress=progress)
