@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 15, as one prepared script for a session that has a CUDA GPU (H100-class):
 #   bash benchmarks/gpu_session.sh [OUT_DIR]
-# 1. the GPU-only tests (throughput benchmark row, training on the GPU);
+# 1. the GPU-only tests (pytest -m cuda: throughput benchmark row, training on the GPU, half-precision sampling);
 # 2. training throughput, course vs diffusers' UNet2DModel at equal parameters, eager and compiled,
 #    in the gpu profile, plus the course's own train() loop (target: ≥ 2× diffusers);
 # 3. the digits model trained by the command line (1 GPU), timed;
@@ -15,7 +15,7 @@ OUT=${1:-build/gpu_session}
 PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-$PY -m pytest -q tests/test_train_efficiency.py 2>&1 | tail -3 | tee "$OUT/tests.txt"
+$PY -m pytest -q -m cuda tests 2>&1 | tail -3 | tee "$OUT/tests.txt"
 $PY benchmarks/train_throughput.py --device cuda --profile gpu --json | tee "$OUT/throughput_eager.json"
 $PY benchmarks/train_throughput.py --device cuda --profile gpu --compile --json | tee "$OUT/throughput_compiled.json"
 /usr/bin/time -v $PY -m course_lib.train digits --profile gpu --run-dir "$OUT/runs/digits-gpu" --quiet 2>&1 \

@@ -239,3 +239,21 @@ def test_network_calls_run_in_the_training_autocast(monkeypatch, dryrun):
     images = sample(model, make_schedule("cosine", 100), (2, 2, 4, 4), num_steps=2, generator=gen, progress=False)
     assert seen and set(seen) == {torch.bfloat16 if dryrun == "1" else torch.float32}
     assert images.dtype == torch.float32 and bool(torch.isfinite(images).all())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_network_runs_in_half_precision_and_the_pictures_match_float32():
+    from course_lib.models import UNet, UNetConfig
+    from course_lib.settings import autocast_dtype
+
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig.preset("tiny")).eval()
+    seen: list[torch.dtype] = []
+    unet.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    s, z = make_schedule("cosine", 1000), torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    cpu = sample(unet, s, z.shape, sampler="ddim", num_steps=10, noise=z, progress=False)
+    seen.clear()
+    gpu = sample(unet.cuda(), s, z.shape, sampler="ddim", num_steps=10, noise=z.cuda(), progress=False)
+    assert set(seen) == {autocast_dtype(True, torch.device("cuda"))} and gpu.dtype == torch.float32
+    assert float((gpu.cpu() - cpu).abs().max()) < 0.05  # half precision inside the network only

@@ -59,6 +59,7 @@ def test_limits_stop_early_and_the_run_resumes_bit_for_bit(tmp_path):
         assert torch.equal(x, y)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_row_of_the_throughput_benchmark():
     out = subprocess.run([sys.executable, "benchmarks/train_throughput.py", "--device", "cuda", "--profile", "smoke",
@@ -68,6 +69,7 @@ def test_gpu_row_of_the_throughput_benchmark():
     assert row["device"] != "cpu" and row["course_loop_img_per_s"] > 0 and row["amp_bf16_channels_last"]
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_on_the_gpu_reads_losses_rarely():
     result = train(fresh(), make_schedule("cosine"), DATA, CONFIG, device="cuda", progress=False, log_every=5)
