@@ -17,8 +17,10 @@ chapter 11's latent pipeline, then measures (``course_lib.clip_measuring.clip_be
 - ``negative_prompt_success``: "a cat in a hat on the left" with the negative prompt "a cat in a red hat on the
   left": the share of samples with the cat and a hat that is not red (``plain_cfg_success``: without it);
 - ``prompt_accuracy_frozen_clip`` / ``prompt_accuracy_unclip``: on chapter 11's held-out compositional prompts
-  (32 pictures each, the scene judge), Stable Diffusion's way on the frozen CLIP and unCLIP, beside
-  ``prompt_accuracy_chapter11`` (chapter 11's own cross-attention painter, measured in the same run);
+  (32 pictures each, the scene judge), Stable Diffusion's way on the frozen CLIP and unCLIP (its decoder reading the
+  prior's picture vector and the caption, as DALL·E 2's), beside ``prompt_accuracy_chapter11`` (chapter 11's own
+  cross-attention painter, measured in the same run); ``prompt_accuracy_unclip_vector_only``: unCLIP with the
+  caption dropped, the decoder reading the picture vector alone;
   ``prior_reads_as_asked``: unCLIP's prior's picture vectors read zero-shot hold what the prompt asks;
   ``shows_held_out_chapter11`` / ``_unclip``: the share of those pictures that show a held-out composition at all;
   ``clip_cosine_within_scene`` / ``_to_mirror``: CLIP picture vectors of a held-out scene (a dog in a green hat on
@@ -46,7 +48,7 @@ KEYS = ("zero_shot_accuracy", "zero_shot_accuracy_single_phrasing", "zero_shot_a
         "clip_accepts", "clip_score_judge_yes", "clip_score_judge_no", "negative_prompt_success",
         "negative_prompt_red_share", "plain_cfg_success", "plain_cfg_red_share", "short_negative_success",
         "weighted_success", "prompt_accuracy_chapter11", "prompt_accuracy_frozen_clip", "prompt_accuracy_unclip",
-        "shows_held_out_chapter11", "shows_held_out_unclip", "clip_cosine_within_scene", "clip_cosine_to_mirror",
+        "prompt_accuracy_unclip_vector_only", "shows_held_out_chapter11", "shows_held_out_unclip", "clip_cosine_within_scene", "clip_cosine_to_mirror",
         "prior_reads_as_asked", "variations_keep_scene", "temperature", "train_seconds", "frozen_clip_train_seconds",
         "unclip_train_seconds", "chapter_seconds")
 

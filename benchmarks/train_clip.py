@@ -3,7 +3,7 @@
 Rerunnable by anyone, CPU only, one network at a time (CLIP first: the others read it):
 
     python benchmarks/train_clip.py --only clip --threads 1           # clip_scenes, about 4 min
-    python benchmarks/train_clip.py --only frozen_clip --threads 1    # latent_frozen_clip, about 9 min
+    python benchmarks/train_clip.py --only frozen_clip --threads 1    # latent_frozen_clip, about 20 min
     python benchmarks/train_clip.py --only unclip_prior --threads 1   # unclip_prior, about 4 min
     python benchmarks/train_clip.py --only unclip_decoder --threads 1 # unclip_decoder (reads the prior), about 8 min
 
@@ -21,7 +21,10 @@ The frozen-CLIP denoiser (``course_lib.clip_conditioning``): ``prompt_accuracy_h
 unCLIP's prior (``course_lib.unclip``): the mean cosine of its drawn picture vectors with the true pictures' on
 500 test scenes, beside the caption vectors' own cosine with them, and ``prior_reads_as_asked`` (the drawn vectors
 read zero-shot hold what their captions ask, ``unclip.prior_reading``); its decoder: the whole unCLIP's prompt
-accuracies, measured as the frozen-CLIP denoiser's.
+accuracies (the decoder reading the prior's picture vector and the caption), measured as the frozen-CLIP
+denoiser's, ``prompt_accuracy_held_out_vector_only`` (the same with the caption dropped: what the vector alone
+carries) and ``variations_keep_scene`` (8 variations of each of 20 held-out-composition scenes, the vector alone:
+the judge reads the source scene).
 """
 
 from __future__ import annotations
@@ -91,8 +94,9 @@ def train_unclip_prior(run_root: Path, out_dir: Path) -> dict:
 
 def train_unclip_decoder(run_root: Path, out_dir: Path) -> dict:
     from course_lib.latent import autoencoder_model, latent_recipe
+    from course_lib.models.scene_judge import judge_scenes
     from course_lib.registry import obtain
-    from course_lib.unclip import DECODER, PRIOR, UnCLIP, unclip_prompt_accuracy
+    from course_lib.unclip import DECODER, PRIOR, UnCLIP, unclip_prompt_accuracy, variations
 
     decoder, info = obtain(DECODER, PROFILE, run_dir=run_root / "unclip-decoder-cpu")
     ae, ae_info = autoencoder_model(PROFILE, progress=False)
@@ -100,6 +104,12 @@ def train_unclip_decoder(run_root: Path, out_dir: Path) -> dict:
                ae_info["scale_factor"], latent_recipe(PROFILE).num_steps)  # the shipped CLIP, prior and autoencoder
     scores = {f"prompt_accuracy_{name}": unclip_prompt_accuracy(u, prompts, per_prompt=32)["accuracy"]
               for name, prompts in (("held_out", compositional_prompts()), ("seen", seen_scene_prompts()))}
+    scores["prompt_accuracy_held_out_vector_only"] = unclip_prompt_accuracy(
+        u, compositional_prompts(), per_prompt=32, caption=False)["accuracy"]  # the caption dropped
+    composed = held_out_scenes(20, only_held_out=True)  # variations: the vector alone, new noise (clip_measuring's)
+    kept = [float((judge_scenes(variations(u, img, 8)) == row).all(1).float().mean())
+            for img, row in zip(composed.images, composed.attributes)]
+    scores["variations_keep_scene"] = sum(kept) / len(kept)
     digest = write_shipped(DECODER, decoder, info, scores, profile=PROFILE, weights_dir=out_dir)
     return {**scores, "train_seconds": info["train_seconds"], "sha256": digest}
 

@@ -135,6 +135,8 @@ def painter_figures(profile: str, pipe: Pipeline, *, per_prompt: int, seed: int 
     return {"prompt_accuracy_chapter11": own["accuracy"],
             "prompt_accuracy_frozen_clip": prompt_accuracy(frozen_pipe, prompts, per_prompt=per_prompt, seed=seed)["accuracy"],
             "prompt_accuracy_unclip": drawn["accuracy"],
+            "prompt_accuracy_unclip_vector_only": unclip_prompt_accuracy(u, prompts, per_prompt=per_prompt, seed=seed,
+                                                                         caption=False)["accuracy"],
             "shows_held_out_chapter11": shows_held_out(own["images"]), "shows_held_out_unclip": shows_held_out(drawn["images"]),
             "clip_cosine_within_scene": mirror["within"], "clip_cosine_to_mirror": mirror["to_swapped"],
             "prior_reads_as_asked": prior_reading(u, [p for p in prompts for _ in range(per_prompt)], seed=seed)["reads_as_asked"],

@@ -262,7 +262,8 @@ def test_the_frozen_clip_denoiser_reads_clips_words_and_never_trains_them(tmp_pa
 
 
 def test_unclip_pieces_run_and_a_nan_caption_is_the_empty_one(tmp_path, monkeypatch):
-    from course_lib.models.clip import PriorConfig, VectorPrior
+    from course_lib.models.clip import PriorConfig, VectorPrior, decoder_condition
+    from course_lib.scenes import scene_tokenize
     from course_lib.unclip import DECODER_TOKENS, load_unclip, prior_sample, variations, walk
 
     torch.manual_seed(0)
@@ -279,18 +280,50 @@ def test_unclip_pieces_run_and_a_nan_caption_is_the_empty_one(tmp_path, monkeypa
     scenes = make_scenes(2, seed=1).images
     assert variations(u, scenes[0], 3).shape == (3, 3, 64, 64) and walk(u, scenes[0], scenes[1], 3).shape == (3, 3, 64, 64)
     dec, z, t2 = u.decoder, torch.randn(2, *u.autoencoder.config.latent_shape), torch.tensor([10, 500])
-    none = torch.full((2, u.clip.config.embed_dim), float("nan"))
-    context, mask = dec.encode_vectors(torch.cat([drawn[:1], none[:1]]), 2)
-    assert context.shape == (2, 1 + DECODER_TOKENS, dec.config.text.out_dim) and mask.sum(1).tolist() == [1 + DECODER_TOKENS, 1]
+    d, ids = u.clip.config.embed_dim, scene_tokenize(["a cat in a red hat on the left"] * 2)
+    none = torch.full((2, d), float("nan"))
+    vectors, read = dec.split_condition(decoder_condition(torch.cat([drawn[:1], none[:1]]),
+                                                          torch.cat([ids[:1], torch.full_like(ids[:1], -1)])), 2)
+    assert torch.equal(read[0], ids[0]) and (read[1] == -1).all()
+    context, mask = dec.encode_condition(vectors, read)
+    L, words = dec.config.text.max_length, int((ids[0] != 0).sum())
+    assert context.shape == (2, 1 + L + DECODER_TOKENS, dec.config.text.out_dim)
+    assert mask.sum(1).tolist() == [1 + words + DECODER_TOKENS, 1]  # the start, the words, the vector's tokens
     with torch.no_grad():
-        assert torch.allclose(dec(z, t2, cond=none), dec(z, t2), atol=1e-6)  # a NaN row: no picture vector
-        assert not torch.allclose(dec(z, t2, cond=drawn * 8), dec(z, t2), atol=1e-4)  # a vector is read
-    with pytest.raises(ValueError, match="CLIP picture vectors"):
+        neither = decoder_condition(None, None, embed_dim=d, batch_size=2)
+        assert torch.allclose(dec(z, t2, cond=neither), dec(z, t2), atol=1e-6)  # NaN rows: no vector, no caption
+        vector_only = dec(z, t2, cond=decoder_condition(drawn * 4, None))
+        assert not torch.allclose(vector_only, dec(z, t2), atol=1e-4)  # a vector is read
+        assert not torch.allclose(dec(z, t2, cond=decoder_condition(drawn * 4, ids)), vector_only, atol=1e-4)  # and words
+    with pytest.raises(ValueError, match="picture vector and a caption"):
         dec(z, t2, cond=torch.zeros(2, 3))
 
 
-def test_the_decoder_starts_as_chapter_11s_painter_with_an_empty_prompt(tmp_path, monkeypatch):
+def test_the_decoder_drops_the_vector_and_the_caption_each_on_its_own():
+    from course_lib.latent.pipeline import LATENT_SCHEDULE
+    from course_lib.models.clip import decoder_condition
+    from course_lib.schedules import make_schedule
+    from course_lib.unclip import CAPTION_DROP, VECTOR_DROP, DecoderDropout
+
+    seen: list[torch.Tensor] = []
+
+    def spy(x_t, t, cond):
+        seen.append(cond)
+        return torch.zeros_like(x_t)
+
+    n, d = 4000, 4
+    cond = decoder_condition(torch.ones(n, d), torch.ones(n, 24, dtype=torch.long))
+    DecoderDropout(make_schedule(LATENT_SCHEDULE), d).loss(spy, torch.zeros(n, 1, 2, 2), cond, torch.Generator().manual_seed(0))
+    vector, caption = torch.isnan(seen[0][:, :d]).all(1).float(), torch.isnan(seen[0][:, d:]).all(1).float()
+    assert abs(float(vector.mean()) - VECTOR_DROP) < 0.02 and abs(float(caption.mean()) - CAPTION_DROP) < 0.03
+    assert abs(float((vector * caption).mean()) - VECTOR_DROP * CAPTION_DROP) < 0.015  # independent draws
+    assert not torch.isnan(seen[0][(vector + caption) == 0]).any()  # what is kept is untouched
+
+
+def test_the_decoder_starts_as_chapter_11s_painter(tmp_path, monkeypatch):
     from course_lib.latent.pipeline import autoencoder_model, latent_model
+    from course_lib.models.clip import decoder_condition
+    from course_lib.scenes import scene_tokenize
     from course_lib.unclip import _decoder_start, build_decoder
 
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
@@ -299,8 +332,11 @@ def test_the_decoder_starts_as_chapter_11s_painter_with_an_empty_prompt(tmp_path
     dec = build_decoder("smoke")
     dec.load_state_dict(_decoder_start("smoke"))
     z, t = torch.randn(2, *ae.config.latent_shape), torch.tensor([10, 900])
+    ids = scene_tokenize(["a cat in a red hat on the left", "a dog with no hat on the right"])
     with torch.no_grad():
         assert torch.allclose(dec.eval()(z, t), base.eval()(z, t, cond=torch.full((2, 24), -1)), atol=1e-5)
+        caption_only = decoder_condition(None, ids, embed_dim=dec.embed_dim)
+        assert torch.allclose(dec(z, t, cond=caption_only), base(z, t, cond=ids), atol=1e-5)
 
 
 def test_the_shipped_painters_verify_and_their_cards_hold_their_scores(monkeypatch):
@@ -313,5 +349,7 @@ def test_the_shipped_painters_verify_and_their_cards_hold_their_scores(monkeypat
         assert held["identity"] == record.identity_for("cpu"), record.name
         assert held["scores"], record.name
     assert card(PRIOR)["scores"]["prior_reads_as_asked"] >= 0.9
+    decoder = card(DECODER)["scores"]  # issue 26: unCLIP's held-out prompt accuracy ≥ 0.8, the caption carrying part
+    assert decoder["prompt_accuracy_held_out"] >= 0.8 > decoder["prompt_accuracy_held_out_vector_only"]
     prior, info = obtain(PRIOR, "cpu", progress=False)
     assert info["shipped"] and not prior.training

@@ -230,42 +230,78 @@ class FrozenCLIPUNet(CrossAttentionUNet):
 
 
 # ----------------------------------------------------------------------------- DALL·E 2's way: the decoder
+def decoder_condition(vectors: torch.Tensor | None, ids: torch.Tensor | None, *, embed_dim: int | None = None,
+                      batch_size: int | None = None) -> torch.Tensor:
+    """What :class:`CLIPVectorUNet` reads, as one float tensor (B, D + L): the picture vectors (B, D) (already
+    scaled; ``None``: none, NaN), then the caption's token ids (B, L) as floats (``None``: none, NaN). One tensor,
+    so that classifier-free guidance's "no condition" (a NaN row, :func:`course_lib.guidance.null_condition`) drops
+    both. ``embed_dim`` / ``batch_size``: needed only when ``vectors`` / both are ``None``."""
+    if vectors is None and ids is None and batch_size is None:
+        raise ValueError("decoder_condition needs vectors, ids or batch_size")
+    b = batch_size if batch_size is not None else len(vectors if vectors is not None else ids)
+    if vectors is None:
+        if embed_dim is None:
+            raise ValueError("decoder_condition(vectors=None) needs embed_dim")
+        vectors = torch.full((b, embed_dim), float("nan"))
+    if ids is None:
+        ids = torch.full((b, MAX_SCENE_PROMPT_LENGTH), float("nan"))
+    if vectors.dim() != 2 or ids.dim() != 2 or len(vectors) != b or len(ids) != b or not vectors.is_floating_point():
+        raise ValueError(f"vectors must be float (B, D) and ids (B, L) with B = {b}, got {tuple(vectors.shape)} "
+                         f"and {tuple(ids.shape)}")
+    return torch.cat([vectors.float(), ids.to(vectors.device).float()], 1)
+
+
 class CLIPVectorUNet(CrossAttentionUNet):
-    """unCLIP's decoder: chapter 11's cross-attention U-Net painting from a CLIP **picture vector** (B, D), read
-    twice as Ramesh et al. 2022 (§2.1) do: projected to ``num_tokens`` extra context tokens that the
-    cross-attentions read (a learned linear map, ``to_tokens``), and added to the time embedding (``vector_embed``).
-    ``model(x_t, t, cond=vectors)``; a NaN row is "no picture" (classifier-free guidance): the start token alone and
-    the learned empty vector, so that with no vector it is chapter 11's network with an empty prompt.
+    """unCLIP's decoder as Ramesh et al. 2022 build it (§2.1), on GLIDE (Nichol et al. 2022): chapter 11's
+    cross-attention U-Net reading the **caption** through its own text encoder (chapter 11's, per word) **and** a CLIP
+    **picture vector** (B, D), the vector read twice: projected to ``num_tokens`` extra context tokens appended after
+    the caption's words (a learned linear map, ``to_tokens``), and added to the time embedding (``vector_embed``).
+
+    ``model(x_t, t, cond)``, ``cond`` (B, D + L) from :func:`decoder_condition`: a NaN picture vector is "no
+    picture" (its tokens masked, the learned empty vector in the time embedding), a caption of NaN or −1 "no
+    caption" (the start token alone); training drops each on its own (10 % and 50 %, as theirs), so that
+    classifier-free guidance can use either. With neither it is chapter 11's network given an empty prompt.
     ``time_embedding=False``: the tokens only."""
 
     def __init__(self, config: CrossAttentionConfig, embed_dim: int, num_tokens: int = 4, time_embedding: bool = True) -> None:
         super().__init__(config)
-        del self.text_encoder  # the U-Net reads a picture vector, not words
         self.embed_dim = check_int("embed_dim", embed_dim, min_value=1)
         self.num_tokens = check_int("num_tokens", num_tokens, min_value=1)
         self.to_tokens = nn.Linear(embed_dim, num_tokens * config.text.out_dim)
         self.vector_embed = VectorEmbedding(embed_dim, config.unet.emb_dim) if time_embedding else None
 
-    def encode_vectors(self, vectors: torch.Tensor | None, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The context (B, 1 + num_tokens, width), the start token first, and its mask (B, 1 + num_tokens)."""
-        if vectors is None:
-            vectors = torch.full((batch_size, self.embed_dim), float("nan"), device=self.start.device)
-        if not isinstance(vectors, torch.Tensor) or not vectors.is_floating_point() or vectors.shape != (batch_size, self.embed_dim):
-            got = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__
-            raise ValueError(f"cond must be CLIP picture vectors ({batch_size}, {self.embed_dim}) (a NaN row: none), got {got}")
+    def split_condition(self, cond: torch.Tensor | None, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cond`` (B, D + L) → the picture vectors (B, D) (NaN rows: none) and the token ids (B, L) (−1 rows: none)."""
+        d, L = self.embed_dim, self.config.text.max_length
+        if cond is None:
+            cond = torch.full((batch_size, d + L), float("nan"), device=self.start.device)
+        if not isinstance(cond, torch.Tensor) or not cond.is_floating_point() or cond.shape != (batch_size, d + L):
+            got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
+            raise ValueError(f"cond must be a picture vector and a caption ({batch_size}, {d} + {L}) from "
+                             f"course_lib.models.clip.decoder_condition, got {got}")
+        words = cond[:, d:]
+        none = torch.isnan(words).any(1, keepdim=True) | (words == -1).all(1, keepdim=True)
+        ids = torch.where(none, torch.full_like(words, -1), torch.nan_to_num(words, nan=-1.0)).round().long()
+        return cond[:, :d], ids
+
+    def encode_condition(self, vectors: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context (B, 1 + L + num_tokens, width) — the start token, the caption's words, the picture vector's
+        tokens — and its mask."""
+        b = len(vectors)
+        context, mask = self.encode_prompt(self.as_prompt_ids(ids, b, vectors.device))
         empty = torch.isnan(vectors).all(1, keepdim=True)  # (B, 1)
         v = torch.where(empty, torch.zeros_like(vectors), vectors).to(self.start.dtype)
-        tokens = self.to_tokens(v).view(batch_size, self.num_tokens, -1)  # (B, K, width)
-        context = torch.cat([self.start.expand(batch_size, -1, -1), tokens], 1)
-        return context, torch.cat([torch.ones_like(empty), (~empty).expand(-1, self.num_tokens)], 1)
+        tokens = self.to_tokens(v).view(b, self.num_tokens, -1)  # (B, K, width)
+        return torch.cat([context, tokens], 1), torch.cat([mask, (~empty).expand(-1, self.num_tokens)], 1)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | float | int, cond: torch.Tensor | None = None) -> torch.Tensor:
         t = self.check_inputs(x_t, t, None)
         b = x_t.shape[0]
-        context, mask = self.encode_vectors(None if cond is None else cond.to(x_t.device), b)
+        vectors, ids = self.split_condition(None if cond is None else cond.to(x_t.device), b)
+        context, mask = self.encode_condition(vectors, ids)
         emb = self.time_embed(t)
         if self.vector_embed is not None:
-            emb = emb + self.vector_embed(None if cond is None else cond.to(x_t.device), b)
+            emb = emb + self.vector_embed(vectors, b)
         return self.denoise(x_t, F.silu(emb), context, mask)
 
 
@@ -325,5 +361,5 @@ class VectorPrior(nn.Module):
             h = block(h, emb)
         return self.out(h)
 
-__all__ = ["CLIP", "CLIPConfig", "CLIPImageEncoder", "CLIPTextEncoder", "CLIPVectorUNet", "FrozenCLIPUNet", "INITIAL_TEMPERATURE",
+__all__ = ["CLIP", "CLIPConfig", "CLIPImageEncoder", "CLIPTextEncoder", "CLIPVectorUNet", "FrozenCLIPUNet", "decoder_condition", "INITIAL_TEMPERATURE",
            "MAX_LOGIT_SCALE", "PriorConfig", "VectorPrior"]
