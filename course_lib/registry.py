@@ -28,12 +28,14 @@ record. Adding a model to the course = adding a record (docs/architecture.md, "H
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -309,14 +311,32 @@ def run_identity_config(stages: Sequence[Stage]) -> Any:
 
 
 # ----------------------------------------------------------------------------- the one function
+_GPU_RECIPES_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("course_lib_gpu_recipes_only", default=False)
+
+
+@contextlib.contextmanager
+def gpu_recipes_only(profile: str = "gpu") -> Iterator[None]:
+    """Within it, a ``gpu`` model is never the ``cpu`` weights standing in (:func:`shipped_profile`): what a ``gpu``
+    training run and everything it reads (its data, its starting weights: another record's model) must use, so that
+    a network retrained at ``gpu`` size starts from and learns on ``gpu``-size ones. :func:`obtain` enters it
+    whenever it trains or resumes a ``gpu`` run; so do the loaders that train outside it (chapter 12's reflow,
+    chapter 15's one-step models). Nothing changes for another ``profile``."""
+    token = _GPU_RECIPES_ONLY.set(True) if profile == "gpu" else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _GPU_RECIPES_ONLY.reset(token)
+
+
 def shipped_profile(recipe: Recipe, profile: str) -> str | None:
     """The profile whose shipped weights :func:`obtain` loads for ``profile`` (a resolved one), or None when it
     trains (or reads its cached run): ``profile`` itself when its weights ship; for ``gpu``, else ``cpu``'s when
     those ship (a learner on a GPU gets the course's trained networks in seconds and spends the GPU on sampling;
-    ``retrain=True`` trains the ``gpu`` recipe)."""
+    ``retrain=True`` trains the ``gpu`` recipe, inside :func:`gpu_recipes_only`)."""
     if profile in recipe.shipped:
         return profile
-    if profile == "gpu" and "cpu" in recipe.shipped:
+    if profile == "gpu" and "cpu" in recipe.shipped and not _GPU_RECIPES_ONLY.get():
         return "cpu"
     return None
 
@@ -345,7 +365,8 @@ def obtain(recipe: Recipe | str, profile: Profile = "auto", *, run_dir: str | os
         model = model.requires_grad_(not recipe.frozen).to(dev)
         return model, {**held["info"], "cached": True, "shipped": True, "run_dir": None, "sha256": held["sha256"]}
     run_dir = Path(run_dir) if run_dir is not None else recipe.run_dir(prof)
-    model, info = _train_stages(recipe, prof, run_dir, retrain=retrain, device=dev, progress=progress, callback=callback)
+    with gpu_recipes_only(prof):  # a gpu run's data and starting weights come from gpu-size models
+        model, info = _train_stages(recipe, prof, run_dir, retrain=retrain, device=dev, progress=progress, callback=callback)
     return (model.eval().requires_grad_(False) if recipe.frozen else model.eval()), info
 
 
@@ -401,4 +422,5 @@ if __name__ == "__main__":  # run the imported module's main, whose RECIPES the 
 
 
 __all__ = ["CARD_FILE", "RECIPES", "RECORD_MODULES", "Recipe", "Stage", "card", "card_scores", "load_all_records",
-           "load_shipped", "obtain", "register", "shipped_paths", "shipped_profile", "write_shipped"]
+           "gpu_recipes_only", "load_shipped", "obtain", "register", "shipped_paths", "shipped_profile",
+           "write_shipped"]

@@ -111,6 +111,9 @@ def test_the_gpu_profile_loads_the_cpu_weights_where_only_those_ship(tmp_path, m
     assert held["shipped"] and isinstance(loaded, Affine) and torch.allclose(loaded.lin.weight, model.lin.weight, atol=1e-3)
     trained, tinfo = obtain(recipe, "gpu", weights_dir=tmp_path, retrain=True, progress=False)  # retrain: the gpu recipe
     assert not tinfo["shipped"] and isinstance(trained, Wider)
+    child = _tiny(name="tiny_child", build=recipe.build, init=lambda p: obtain(recipe, p, progress=False)[0].state_dict())
+    grown, _ = obtain(child, "gpu", retrain=True, progress=False)  # its start: the gpu-size base, trained, not cpu's
+    assert isinstance(grown, Wider)
 
 
 def test_stages_run_in_turn_and_a_killed_stage_resumes_bit_for_bit(tmp_path, monkeypatch):

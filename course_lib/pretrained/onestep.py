@@ -37,7 +37,7 @@ from ..meanflow import MeanFlowNet, MeanFlowObjective
 from ..models.gan import Discriminator, GANConfig
 from ..models.unet import UNet, digits_config
 from ..optim import TrainConfig, config_identity
-from ..registry import Recipe, obtain, register, shipped_profile
+from ..registry import Recipe, gpu_recipes_only, obtain, register, shipped_profile
 from ..settings import Profile, capped_count, check_bool, resolve_device, resolve_profile, runs_dir
 from .flows import flow_digits_model, flow_identity, flow_train_config
 
@@ -114,7 +114,8 @@ def path_start(profile: str, run_dir: Path, *, teacher_dir: Path | None = None, 
                progress: bool = True) -> PathStart:
     """The teacher (the shipped flow in the ``cpu`` profile, else the cached or trained one; ``teacher_dir`` trains
     it there) and its paths, cached in ``run_dir``."""
-    teacher, info = flow_digits_model(profile, run_dir=teacher_dir, device=device, progress=progress)
+    with gpu_recipes_only(profile):  # only training reaches here: a gpu student learns from the gpu-size teacher
+        teacher, info = flow_digits_model(profile, run_dir=teacher_dir, device=device, progress=progress)
     paths, seconds = paths_for(teacher, info["sha256"], profile, run_dir, device=resolve_device(device))
     weights = {f"net.{k}": v.detach().cpu().clone() for k, v in teacher.state_dict().items()}
     return PathStart(weights, paths, seconds, info)
@@ -236,10 +237,11 @@ def consistency_critic_model(profile: Profile = "auto", *, run_dir: str | os.Pat
     if shipped_profile(CONSISTENCY_CRITIC, prof) is not None and run_dir is None and not retrain:  # gpu: cpu's weights
         return obtain(CONSISTENCY_CRITIC, prof, device=device)
     run_dir = Path(run_dir) if run_dir is not None else CONSISTENCY_CRITIC.run_dir(prof)
-    _, cm_info = consistency_model(prof, device=device, progress=progress)
-    start = path_start(prof, run_dir, device=device, progress=progress)
-    recipe = replace(CONSISTENCY_CRITIC, data=lambda p: start.paths)
-    model, info = obtain(recipe, prof, run_dir=run_dir, device=device, progress=progress, retrain=retrain)
+    with gpu_recipes_only(prof):  # retrained at gpu size: from the gpu-size student, not the cpu one
+        _, cm_info = consistency_model(prof, device=device, progress=progress)
+        start = path_start(prof, run_dir, device=device, progress=progress)
+        recipe = replace(CONSISTENCY_CRITIC, data=lambda p: start.paths)
+        model, info = obtain(recipe, prof, run_dir=run_dir, device=device, progress=progress, retrain=retrain)
     return model, {**info, "objective": critic_objective(prof).identity(), "path_seconds": cm_info["path_seconds"],
                    "distill_seconds": cm_info["extra_seconds"], "extra_seconds": cm_info["extra_seconds"] + info["train_seconds"],
                    "base_train_seconds": cm_info["base_train_seconds"], "num_paths": num_paths(prof)}
