@@ -319,8 +319,9 @@ def gpu_recipes_only(profile: str = "gpu") -> Iterator[None]:
     """Within it, a ``gpu`` model is never the ``cpu`` weights standing in (:func:`shipped_profile`): what a ``gpu``
     training run and everything it reads (its data, its starting weights: another record's model) must use, so that
     a network retrained at ``gpu`` size starts from and learns on ``gpu``-size ones. :func:`obtain` enters it
-    whenever it trains or resumes a ``gpu`` run; so do the loaders that train outside it (chapter 12's reflow,
-    chapter 15's one-step models). Nothing changes for another ``profile``."""
+    whenever it trains or resumes a ``gpu`` run; so do chapter 15's loaders where they fetch a teacher or a student
+    outside it (``pretrained.onestep``; chapter 12's reflow trains its base flow in a run directory of its own).
+    Nothing changes for another ``profile``."""
     token = _GPU_RECIPES_ONLY.set(True) if profile == "gpu" else None
     try:
         yield

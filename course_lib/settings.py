@@ -240,7 +240,8 @@ def half_precision(device: torch.device) -> Iterator[None]:
     """Autocast for a network's forward passes outside training (the samplers' calls, chapters 05–07): the dtype
     the training loop's autocast has on ``device`` (:func:`autocast_dtype`) — float16 on a T4, bfloat16 on newer
     GPUs and in a gpu dry run — and nothing (float32, bitwise reproducible) on a CPU. On a T4 float16 runs on its
-    tensor cores at 65 TFLOPS against 8.1 in float32: the ``gpu`` profile's FID tables sample 8 × faster."""
+    tensor cores at 65 TFLOPS against 8.1 in float32: chapter 06's FID table, predicted at 22 minutes there in
+    float32, at 4 (``benchmarks/gpu_budget.py``; not yet measured on a GPU)."""
     dtype = autocast_dtype(True, device)
     if dtype is None:
         yield
