@@ -127,7 +127,7 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: fl
                    scaler: torch.amp.GradScaler | None = None) -> None:
     """The course's one optimizer step: zero the gradients, backpropagate ``loss``, clip their norm, step.
 
-    With a ``scaler`` (float16 autocast, on a GPU without bfloat16 such as Colab's T4: :func:`course_lib.training.
+    With a ``scaler`` (float16 autocast, on a GPU without bfloat16 such as Colab's T4: :func:`course_lib.settings.
     autocast_dtype`) the loss is multiplied by the scaler's factor before the backward pass, so that small
     gradients do not underflow float16, and the gradients are divided by it again before clipping; a step
     whose gradients overflowed is skipped and the factor lowered (loss scaling: Micikevicius et al. 2018,

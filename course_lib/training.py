@@ -18,7 +18,7 @@ One step (Ho et al. 2020, Algorithm 1, generalised to three targets):
 - autocast on CUDA GPUs: bf16 where the GPU has it (Ampere and newer), float16 with loss scaling on older ones
   (Colab's T4); float32 on the CPU (bitwise reproducible).
 - Periodic atomic checkpoints (:func:`course_lib.checkpoints.save_run`) hold the weights, EMA,
-  optimizer state, loss history and the RNG states, so a run killed at any moment resumes
+  optimizer state, loss history, the RNG states and (float16 runs) the loss scalers, so a run killed at any moment resumes
   *exactly*: the final weights equal those of an uninterrupted run, bit for bit on the CPU.
 - Data-parallel under ``torchrun`` (course_lib.distributed): every rank draws the *global* batch
   from the run's one stream and keeps its slice, DDP averages the gradients, rank 0 alone writes
@@ -301,6 +301,9 @@ def _resumed(run: _Run, run_dir: Any, resume: bool, identity: dict[str, Any]) ->
     if run_dir is None or not resume or not has_checkpoint(run_dir):
         return 0, 0.0, []
     state = resume_run(run_dir, identity, run.model, run.ema_model, run.saved_opts(), run.gen, run.dev)
+    for name, held in state.get("loss_scalers", {}).items():  # float16 runs: each scaler's factor and growth count
+        if name in run.scalers:
+            run.scalers[name].load_state_dict(held)
     return int(state["step"]), float(state["seconds"]), list(state["losses"])
 
 
@@ -408,8 +411,10 @@ def train(
         read_losses()
         now = seconds()  # what the checkpoint says is what train() returns
         if where.is_main:  # one writer; the others wait until the checkpoint is in place
+            scalers = {name: scaler.state_dict() for name, scaler in run.scalers.items()}  # float16: resumed exactly
             save_run(run_dir, run.model, run.ema_model, run.saved_opts(), run.gen, dev,
-                     {**identity, "step": done, "seconds": now, "losses": losses})
+                     {**identity, "step": done, "seconds": now, "losses": losses,
+                      **({"loss_scalers": scalers} if scalers else {})})
         distributed.barrier()
         return now
 

@@ -356,3 +356,28 @@ def test_train_runs_float16_autocast_with_loss_scaling(monkeypatch):
                    TrainConfig(steps=30, batch_size=32, lr=1e-3, amp=True, checkpoint_every=0), progress=False)
     assert all(isinstance(s, torch.amp.GradScaler) for s in seen) and len(seen) == 30
     assert all(math.isfinite(v) for v in result.losses)
+
+
+def test_a_float16_run_resumes_its_loss_scale(monkeypatch, tmp_path):
+    """The loss scaler's factor is part of a float16 run's state: a resumed T4 run goes on with it (no skipped steps
+    while it would grow back from 65,536) and ends where the uninterrupted run ends."""
+    import course_lib.training as training
+    from course_lib.training import limits
+
+    monkeypatch.setattr(training, "autocast_dtype", lambda amp, device: torch.float16 if amp else None)
+    config = TrainConfig(steps=8, batch_size=32, lr=1e-3, amp=True, checkpoint_every=4)
+    data = torch.randn(256, 2, generator=torch.Generator().manual_seed(1))
+
+    def run(run_dir):
+        torch.manual_seed(0)
+        return train(MLPDenoiser(MLPConfig(hidden=32, num_blocks=1)), make_schedule("linear", 100), data, config,
+                     run_dir=run_dir, progress=False)
+
+    whole = run(tmp_path / "whole")
+    with limits(until=4):
+        run(tmp_path / "parts")
+    held = read_state(tmp_path / "parts")["loss_scalers"]["model"]
+    assert held["scale"] > 0 and "_growth_tracker" in held
+    rest = run(tmp_path / "parts")
+    assert rest.losses == whole.losses
+    assert read_state(tmp_path / "parts")["loss_scalers"] == read_state(tmp_path / "whole")["loss_scalers"]
