@@ -38,7 +38,7 @@ class TrainConfig:
     - ``checkpoint_every``: steps between checkpoints (0 = only at the end; needs a run_dir).
     - ``seed``: seeds the model's dropout and every random draw of the loop.
     - ``amp``: autocast of the forward passes on a CUDA GPU: bfloat16 where the GPU has it in hardware, float16
-      with loss scaling on older ones such as Colab's T4 (``training.autocast_dtype``); float32 on the CPU.
+      with loss scaling on older ones such as Colab's T4 (``settings.autocast_dtype``); float32 on the CPU.
     """
 
     steps: int = 1000
